@@ -1,0 +1,175 @@
+"""Plain data passed between the pipeline stages.
+
+Every stage takes and returns these frozen dataclasses, so each stage can be tested alone with literal data:
+resolve -> ``Resolution``; smtp -> ``AddressResult``; assess -> ``DomainReport``; collector reads reports.
+Closed sets are enums: the collector emits one 0/1 series per member, so alerts never wait on absent series.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class DnsStatus(StrEnum):
+    """How the MX lookup for a domain ended (RFC 5321 §5.1)."""
+
+    OK = "ok"  # an MX RRset (including a null MX)
+    NODATA = "nodata"  # the name exists but has no MX RRset
+    NXDOMAIN = "nxdomain"  # the name does not exist: no fallback to A
+    SERVFAIL = "servfail"  # every nameserver failed or refused: temporary, a sender retries later
+    TIMEOUT = "timeout"  # no answer in time: temporary, a sender retries later
+    ERROR = "error"  # anything else (malformed answer, bad name)
+
+
+class SmtpOutcome(StrEnum):
+    """How one polite SMTP session against one address ended."""
+
+    ACCEPTED = "accepted"  # 2xx final greeting line and 250 to EHLO
+    CONNECTION_REFUSED = "connection_refused"  # RST / unreachable network
+    CONNECT_TIMEOUT = "connect_timeout"  # TCP handshake did not finish in time
+    GREETING_TIMEOUT = "greeting_timeout"  # connected, but no final greeting line in time (or overall deadline)
+    GREETING_4XX = "greeting_4xx"  # temporary refusal in the greeting (e.g. 421)
+    GREETING_5XX = "greeting_5xx"  # permanent refusal in the greeting (e.g. 554)
+    EHLO_FAILED = "ehlo_failed"  # greeting fine, EHLO not answered with 250
+    PROTOCOL_ERROR = "protocol_error"  # garbage, over-long lines, connection dropped mid-reply
+    SKIPPED = "skipped"  # never connected: address not global and not in allow_networks
+
+
+class Misconfiguration(StrEnum):
+    """MX set problems that trip senders (DESIGN.md §3)."""
+
+    CNAME_TARGET = "cname_target"
+    IP_LITERAL_TARGET = "ip_literal_target"
+    UNRESOLVABLE_TARGET = "unresolvable_target"
+    NULL_MX_MIXED = "null_mx_mixed"
+    DUPLICATE_EXCHANGE = "duplicate_exchange"
+    NON_GLOBAL_ADDRESS = "non_global_address"
+
+
+class Family(StrEnum):
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+
+
+class Sender(StrEnum):
+    """Two ways senders treat a more preferred MX that answers but does not accept (the preference debate)."""
+
+    NEXT_MX_ON_4XX = "next_mx_on_4xx"  # any non-accepting host: try the next MX at once (Postfix, Exim)
+    NEXT_MX_ON_UNREACHABLE = "next_mx_on_unreachable"  # move on only when hosts cannot be contacted at all
+
+
+@dataclass(frozen=True)
+class TlsFacts:
+    """STARTTLS handshake facts; filled by the TLS stage (seam left open in the core)."""
+
+    handshake_ok: bool
+    version: str | None = None  # e.g. "TLSv1.3"
+    cert_not_after: float | None = None  # unix seconds
+    cert_valid: bool | None = None  # chain and name verified
+
+
+@dataclass(frozen=True)
+class AddressResult:
+    """What one SMTP session against one IP address found."""
+
+    address: str
+    family: Family
+    outcome: SmtpOutcome
+    greeting_code: int = 0  # code of the final greeting line, 0 when none
+    ehlo_code: int = 0  # code of the EHLO reply, 0 when none
+    connect_seconds: float | None = None  # TCP connect time
+    greeting_seconds: float | None = None  # connect done -> final greeting line
+    session_seconds: float | None = None  # the whole session
+    starttls_advertised: bool = False
+    tls: TlsFacts | None = None
+    detail: str = ""  # one short human line (logs, status page, check output); never a label
+    transcript: tuple[str, ...] = ()  # timed "C:"/"S:" lines for /probe?debug=true
+
+    @property
+    def up(self) -> bool:
+        return self.outcome is SmtpOutcome.ACCEPTED
+
+
+@dataclass(frozen=True)
+class ResolvedAddress:
+    address: str
+    family: Family
+    allowed: bool  # global unicast or inside allow_networks: may be probed
+
+
+@dataclass(frozen=True)
+class ResolvedExchange:
+    """One MX target after A/AAAA lookups."""
+
+    name: str  # lower case, no trailing dot; "" never appears (null MX is not an exchange)
+    preference: int
+    addresses: tuple[ResolvedAddress, ...]
+    cname_target: str | None = None  # where the exchange name's CNAME chain led, when it had one
+    problems: frozenset[Misconfiguration] = frozenset()
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Everything DNS says about a domain's mail hosts, classified like a sender would."""
+
+    domain: str  # lower case, IDNA, no trailing dot
+    status: DnsStatus
+    mx_records: int = 0  # records in the MX answer (null MX included)
+    null_mx: bool = False  # exactly one "0 ." record
+    fallback_to_a: bool = False  # no MX RRset: the domain's own A/AAAA form an implicit MX at preference 0
+    ttl: int | None = None  # TTL of the MX RRset
+    exchanges: tuple[ResolvedExchange, ...] = ()  # ascending preference, then name; each name once
+    misconfigurations: frozenset[Misconfiguration] = frozenset()
+    detail: str = ""
+    log: tuple[str, ...] = ()  # human lines: each DNS question and answer
+
+
+@dataclass(frozen=True)
+class Exchange:
+    name: str
+    preference: int
+    addresses: tuple[AddressResult, ...]
+    cname_target: str | None = None
+    problems: frozenset[Misconfiguration] = frozenset()
+
+    @property
+    def up(self) -> bool:
+        return any(a.up for a in self.addresses)
+
+
+@dataclass(frozen=True)
+class Tier:
+    """All exchanges of one preference: senders pick among them at random."""
+
+    preference: int
+    exchanges: tuple[Exchange, ...]
+
+    @property
+    def up(self) -> bool:
+        return any(e.up for e in self.exchanges)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    deliverable: bool  # some address of some tier accepted
+    primary_up: bool  # some address of the most preferred tier accepted
+    active_preference: int  # lowest preference with an accepting address; -1 when none
+    preference_gap: int  # second-lowest minus lowest distinct preference; 0 with fewer than two tiers
+    delivery_preference: dict[Sender, int] = field(default_factory=dict)  # -1 = the sender would queue
+    expectations: dict[str, bool] = field(default_factory=dict)  # configured expectation name -> met
+
+
+@dataclass(frozen=True)
+class DomainReport:
+    """One finished probe of one domain: what the collector, status page and `check` read."""
+
+    resolution: Resolution
+    tiers: tuple[Tier, ...]  # ascending preference
+    verdict: Verdict
+    probe_seconds: float  # wall time of the whole probe
+    finished_at: float  # unix seconds
+
+    @property
+    def domain(self) -> str:
+        return self.resolution.domain

@@ -78,3 +78,5 @@ DOMAINS = {
 }
 # Not in any served zone: NSD answers REFUSED, which the resolver reports as servfail.
 REFUSED_DOMAIN = "elsewhere.example.test"
+# In nsd.conf but with a missing zone file: NSD answers SERVFAIL for names in it.
+SERVFAIL_DOMAIN = "mail.broken.test"

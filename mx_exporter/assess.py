@@ -1,0 +1,228 @@
+"""Pure verdicts: turn a resolution and per-address SMTP results into a ``DomainReport``.
+
+No I/O and no clock: the engine passes in the probe's wall time and finish time, so every function here is
+plain data in, plain data out, and tests exercise it with literal values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from itertools import groupby
+
+from mx_exporter.model import (
+    AddressResult,
+    DomainReport,
+    Exchange,
+    Resolution,
+    ResolvedExchange,
+    Sender,
+    SmtpOutcome,
+    Tier,
+    Verdict,
+)
+
+# Outcomes where the TCP connection was made: the host was contacted, it just did not accept.
+CONTACTED: frozenset[SmtpOutcome] = frozenset(
+    {
+        SmtpOutcome.GREETING_TIMEOUT,
+        SmtpOutcome.GREETING_4XX,
+        SmtpOutcome.GREETING_5XX,
+        SmtpOutcome.EHLO_FAILED,
+        SmtpOutcome.PROTOCOL_ERROR,
+    }
+)
+# Outcomes where no connection was made (or none was attempted).
+UNREACHABLE: frozenset[SmtpOutcome] = frozenset(
+    {SmtpOutcome.CONNECTION_REFUSED, SmtpOutcome.CONNECT_TIMEOUT, SmtpOutcome.SKIPPED}
+)
+
+NOT_PROBED = "not probed"
+NOT_ALLOWED = "not probed: address is not global unicast and not in allow_networks"
+
+
+def _norm_name(name: str) -> str:
+    """Exchange names compare case-free and without the trailing root dot."""
+    return name.strip().lower().rstrip(".")
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """What the operator expects of one domain; ``None`` = not configured (no series is emitted for it)."""
+
+    min_records: int | None = None
+    min_tiers: int | None = None
+    exchanges: tuple[str, ...] | None = None  # the exact set of exchange names (order-free, case-free)
+    starttls: bool | None = None  # every accepting address advertises STARTTLS (and at least one accepts)
+    null_mx: bool | None = None  # the domain must (True) / must not (False) be a null MX
+    fallback_to_a: bool | None = None
+    deliverable: bool | None = None
+    primary_up: bool | None = None
+
+    def __post_init__(self) -> None:
+        """Reject wrong types early, naming the field, so a settings bug never shows up as a wrong verdict."""
+        for name in ("min_records", "min_tiers"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 0):
+                raise ValueError(f"expectation {name} must be a non-negative integer, got {value!r}")
+        for name in ("starttls", "null_mx", "fallback_to_a", "deliverable", "primary_up"):
+            value = getattr(self, name)
+            if value is not None and type(value) is not bool:
+                raise ValueError(f"expectation {name} must be true or false, got {value!r}")
+        if self.exchanges is not None:
+            if not isinstance(self.exchanges, tuple | list) or not all(
+                isinstance(n, str) for n in self.exchanges
+            ):
+                raise ValueError(f"expectation exchanges must be a list of names, got {self.exchanges!r}")
+            object.__setattr__(self, "exchanges", tuple(self.exchanges))  # a list from settings is fine too
+            if any(not _norm_name(n) for n in self.exchanges):
+                raise ValueError(f"expectation exchanges contains an empty name: {self.exchanges!r}")
+
+    def configured(self) -> dict[str, object]:
+        """Name -> expected value for every expectation that is set, in declaration order."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+def _exchange(resolved: ResolvedExchange, results: Mapping[str, AddressResult]) -> Exchange:
+    """Attach each address's shared result; an address the probe never reached counts as skipped."""
+    addresses: list[AddressResult] = []
+    seen: set[str] = set()
+    for ra in resolved.addresses:
+        if ra.address in seen:  # defensive: one series per address, even if DNS repeated it
+            continue
+        seen.add(ra.address)
+        result = results.get(ra.address)
+        if result is None:
+            detail = NOT_PROBED if ra.allowed else NOT_ALLOWED
+            result = AddressResult(ra.address, ra.family, SmtpOutcome.SKIPPED, detail=detail)
+        addresses.append(result)
+    return Exchange(
+        name=resolved.name,
+        preference=resolved.preference,
+        addresses=tuple(addresses),
+        cname_target=resolved.cname_target,
+        problems=resolved.problems,
+    )
+
+
+def build_tiers(resolution: Resolution, results: Mapping[str, AddressResult]) -> tuple[Tier, ...]:
+    """Group the exchanges by preference, ascending; exchanges keep name order inside a tier.
+
+    The implicit MX (fallback to A/AAAA) arrives as one exchange at preference 0 and is treated like any
+    other. Null MX, NXDOMAIN and the other statuses without exchanges give no tiers.
+    """
+    if resolution.null_mx:
+        return ()
+    ordered = sorted(resolution.exchanges, key=lambda e: (e.preference, e.name))
+    tiers: list[Tier] = []
+    for preference, group in groupby(ordered, key=lambda e: e.preference):
+        exchanges: list[Exchange] = []
+        names: set[str] = set()
+        for resolved in group:
+            if resolved.name in names:  # defensive: the resolver lists each name once
+                continue
+            names.add(resolved.name)
+            exchanges.append(_exchange(resolved, results))
+        tiers.append(Tier(preference=preference, exchanges=tuple(exchanges)))
+    return tuple(tiers)
+
+
+def _addresses(tier: Tier) -> list[AddressResult]:
+    return [a for e in tier.exchanges for a in e.addresses]
+
+
+def delivery_preference(tiers: tuple[Tier, ...], sender: Sender) -> int:
+    """Preference a sender of this behaviour would deliver to now; -1 when it would queue.
+
+    Both behaviours walk the tiers from the most preferred (lowest preference) up, and deliver to the first
+    tier where some address accepted (2xx greeting and 250 to EHLO). They differ on a tier where nothing
+    accepts:
+
+    - ``next_mx_on_4xx``: moves on to the next tier whatever went wrong (4xx/5xx greeting, EHLO failure,
+      protocol error, timeouts, refused connections).
+    - ``next_mx_on_unreachable``: moves on only when every address of the tier was unreachable (connection
+      refused, connect timeout, or skipped). If at least one address was contacted (TCP connected, but
+      greeting timeout, 4xx/5xx greeting, EHLO failure or protocol error), it stops there: it queues and
+      retries later instead of using the backup, so the answer is -1.
+
+    No tier accepts, no tiers at all (NXDOMAIN, SERVFAIL, no mail hosts) or a null MX: -1 for both.
+    """
+    for tier in tiers:
+        addresses = _addresses(tier)
+        if any(a.up for a in addresses):
+            return tier.preference
+        if sender is Sender.NEXT_MX_ON_UNREACHABLE and any(a.outcome in CONTACTED for a in addresses):
+            return -1
+    return -1
+
+
+def _preference_gap(tiers: tuple[Tier, ...]) -> int:
+    prefs = sorted({t.preference for t in tiers})
+    return prefs[1] - prefs[0] if len(prefs) >= 2 else 0
+
+
+def _starttls_met(tiers: tuple[Tier, ...]) -> bool:
+    accepting = [a for t in tiers for a in _addresses(t) if a.up]
+    return bool(accepting) and all(a.starttls_advertised for a in accepting)
+
+
+def _expectations_met(
+    resolution: Resolution,
+    tiers: tuple[Tier, ...],
+    expectations: Expectations,
+    deliverable: bool,
+    primary_up: bool,
+) -> dict[str, bool]:
+    """Each configured expectation -> whether it holds."""
+    e = expectations
+    actual_names = {_norm_name(x.name) for x in resolution.exchanges}
+    holds: dict[str, bool] = {
+        "min_records": e.min_records is not None and resolution.mx_records >= e.min_records,
+        "min_tiers": e.min_tiers is not None and len(tiers) >= e.min_tiers,
+        "exchanges": e.exchanges is not None and {_norm_name(n) for n in e.exchanges} == actual_names,
+        "starttls": _starttls_met(tiers) == e.starttls,
+        "null_mx": resolution.null_mx == e.null_mx,
+        "fallback_to_a": resolution.fallback_to_a == e.fallback_to_a,
+        "deliverable": deliverable == e.deliverable,
+        "primary_up": primary_up == e.primary_up,
+    }
+    return {name: holds[name] for name in e.configured()}
+
+
+def assess(
+    resolution: Resolution, tiers: tuple[Tier, ...], expectations: Expectations | None = None
+) -> Verdict:
+    """The domain's verdict; ``tiers`` must be ascending by preference, as build_tiers returns them."""
+    up_tiers = [t for t in tiers if t.up]
+    deliverable = bool(up_tiers)
+    primary_up = bool(tiers) and tiers[0].up
+    return Verdict(
+        deliverable=deliverable,
+        primary_up=primary_up,
+        active_preference=up_tiers[0].preference if up_tiers else -1,
+        preference_gap=_preference_gap(tiers),
+        delivery_preference={s: delivery_preference(tiers, s) for s in Sender},
+        expectations=(
+            _expectations_met(resolution, tiers, expectations, deliverable, primary_up)
+            if expectations is not None
+            else {}
+        ),
+    )
+
+
+def build_report(
+    resolution: Resolution,
+    results: Mapping[str, AddressResult],
+    probe_seconds: float,
+    finished_at: float,
+    expectations: Expectations | None = None,
+) -> DomainReport:
+    """Resolution + shared per-address results -> the finished report the collector and status page read."""
+    tiers = build_tiers(resolution, results)
+    return DomainReport(
+        resolution=resolution,
+        tiers=tiers,
+        verdict=assess(resolution, tiers, expectations),
+        probe_seconds=probe_seconds,
+        finished_at=finished_at,
+    )

@@ -1,0 +1,362 @@
+"""Table tests for the pure assessment stage: literal resolutions and SMTP results in, verdicts out."""
+
+from __future__ import annotations
+
+import pytest
+
+from mx_exporter.assess import (
+    NOT_ALLOWED,
+    NOT_PROBED,
+    Expectations,
+    assess,
+    build_report,
+    build_tiers,
+    delivery_preference,
+)
+from mx_exporter.model import (
+    AddressResult,
+    DnsStatus,
+    Family,
+    Resolution,
+    ResolvedAddress,
+    ResolvedExchange,
+    Sender,
+    SmtpOutcome,
+    Verdict,
+)
+
+Out = SmtpOutcome
+UP = Out.ACCEPTED
+N4 = Sender.NEXT_MX_ON_4XX
+NU = Sender.NEXT_MX_ON_UNREACHABLE
+
+
+def fam(ip: str) -> Family:
+    return Family.IPV6 if ":" in ip else Family.IPV4
+
+
+def res(ip: str, outcome: SmtpOutcome = UP, **kw: object) -> AddressResult:
+    """One probe result; the greeting code follows the outcome so the data looks like a real session."""
+    codes = {UP: 220, Out.GREETING_4XX: 421, Out.GREETING_5XX: 554, Out.EHLO_FAILED: 220}
+    return AddressResult(ip, fam(ip), outcome, greeting_code=codes.get(outcome, 0), **kw)  # type: ignore[arg-type]
+
+
+MxSpec = tuple[int, str, tuple[AddressResult, ...]]
+
+
+def domain(
+    name: str, *mx: MxSpec, status: DnsStatus = DnsStatus.OK, **kw: object
+) -> tuple[Resolution, dict[str, AddressResult]]:
+    """A resolution with the given (preference, exchange, results) triples, and the shared results map."""
+    exchanges = tuple(
+        ResolvedExchange(host, pref, tuple(ResolvedAddress(r.address, r.family, True) for r in rs))
+        for pref, host, rs in mx
+    )
+    kw.setdefault("mx_records", len(mx))
+    resolution = Resolution(name, status, exchanges=exchanges, **kw)  # type: ignore[arg-type]
+    return resolution, {r.address: r for _, _, rs in mx for r in rs}
+
+
+Scenario = tuple[Resolution, dict[str, AddressResult]]
+
+
+def verdict_of(d: Scenario, expectations: Expectations | None = None) -> Verdict:
+    return build_report(d[0], d[1], 1.0, 1000.0, expectations).verdict
+
+
+# --- the scenarios, as (resolution, results)
+TWO_UP = domain(
+    "healthy.lab.test",
+    (10, "mx1.healthy.lab.test", (res("127.0.0.10", starttls_advertised=True), res("::1"))),
+    (20, "mx2.healthy.lab.test", (res("127.0.0.11"),)),
+    ttl=300,
+)
+PRIMARY_DOWN = domain(
+    "primary-down.lab.test",
+    (10, "mx1.primary-down.lab.test", (res("127.0.0.23", Out.CONNECTION_REFUSED),)),
+    (20, "mx2.primary-down.lab.test", (res("127.0.0.11"),)),
+)
+ALL_DOWN = domain(
+    "undeliverable.lab.test",
+    (10, "mx1.undeliverable.lab.test", (res("127.0.0.23", Out.CONNECTION_REFUSED),)),
+    (20, "mx2.undeliverable.lab.test", (res("127.0.0.22", Out.GREETING_TIMEOUT),)),
+)
+EQUAL = domain(
+    "equal.lab.test",
+    (10, "a.equal.lab.test", (res("127.0.0.10"),)),
+    (10, "b.equal.lab.test", (res("127.0.0.22", Out.GREETING_TIMEOUT),)),
+)
+ONE_TIER = domain("sink.lab.test", (10, "mx.sink.lab.test", (res("127.0.0.40"),)))
+FALLBACK = domain(
+    "fallback.lab.test",
+    (0, "fallback.lab.test", (res("127.0.0.10"),)),
+    status=DnsStatus.NODATA,
+    fallback_to_a=True,
+    mx_records=0,
+)
+NULL_MX = domain("nullmx.lab.test", null_mx=True, mx_records=1)
+
+
+def test_two_tiers_all_up() -> None:
+    resolution, results = TWO_UP
+    tiers = build_tiers(resolution, results)
+    assert [t.preference for t in tiers] == [10, 20]
+    assert [e.name for e in tiers[0].exchanges] == ["mx1.healthy.lab.test"]
+    assert [a.address for a in tiers[0].exchanges[0].addresses] == ["127.0.0.10", "::1"]
+    v = assess(resolution, tiers)
+    assert (v.deliverable, v.primary_up, v.active_preference, v.preference_gap) == (True, True, 10, 10)
+    assert v.delivery_preference == {N4: 10, NU: 10}
+    assert v.expectations == {}
+
+
+def test_primary_down_backup_up() -> None:
+    v = verdict_of(PRIMARY_DOWN)
+    assert (v.deliverable, v.primary_up, v.active_preference) == (True, False, 20)
+    assert v.delivery_preference == {N4: 20, NU: 20}
+
+
+def test_everything_down() -> None:
+    v = verdict_of(ALL_DOWN)
+    assert (v.deliverable, v.primary_up, v.active_preference, v.preference_gap) == (False, False, -1, 10)
+    assert v.delivery_preference == {N4: -1, NU: -1}
+
+
+def test_equal_preferences_form_one_tier_up_when_one_accepts() -> None:
+    tiers = build_tiers(*EQUAL)
+    assert len(tiers) == 1
+    assert [(e.name, e.up) for e in tiers[0].exchanges] == [
+        ("a.equal.lab.test", True),
+        ("b.equal.lab.test", False),
+    ]
+    v = assess(EQUAL[0], tiers)
+    assert (v.deliverable, v.primary_up, v.active_preference, v.preference_gap) == (True, True, 10, 0)
+    assert v.delivery_preference == {N4: 10, NU: 10}
+
+
+def test_one_tier_domain() -> None:
+    v = verdict_of(ONE_TIER)
+    assert (v.deliverable, v.primary_up, v.active_preference, v.preference_gap) == (True, True, 10, 0)
+
+
+def test_implicit_mx_is_one_tier_at_preference_zero() -> None:
+    tiers = build_tiers(*FALLBACK)
+    assert [(t.preference, [e.name for e in t.exchanges]) for t in tiers] == [(0, ["fallback.lab.test"])]
+    v = assess(FALLBACK[0], tiers)
+    assert (v.deliverable, v.primary_up, v.active_preference) == (True, True, 0)
+    assert v.delivery_preference == {N4: 0, NU: 0}
+
+
+def test_null_mx_has_no_tiers_and_no_delivery() -> None:
+    report = build_report(*NULL_MX, probe_seconds=0.5, finished_at=1.0)
+    assert report.tiers == ()
+    v = report.verdict
+    assert (v.deliverable, v.primary_up, v.active_preference, v.preference_gap) == (False, False, -1, 0)
+    assert v.delivery_preference == {N4: -1, NU: -1}
+
+
+@pytest.mark.parametrize(
+    "status", [DnsStatus.NXDOMAIN, DnsStatus.SERVFAIL, DnsStatus.TIMEOUT, DnsStatus.NODATA]
+)
+def test_statuses_without_mail_hosts_have_no_tiers(status: DnsStatus) -> None:
+    resolution = Resolution("x.lab.test", status)
+    report = build_report(resolution, {}, 0.1, 2.0)
+    assert report.tiers == ()
+    v = report.verdict
+    assert (v.deliverable, v.primary_up, v.active_preference, v.preference_gap) == (False, False, -1, 0)
+    assert v.delivery_preference == {N4: -1, NU: -1}
+
+
+def test_missing_result_becomes_skipped_with_the_resolved_family() -> None:
+    resolution = Resolution(
+        "cut.lab.test",
+        DnsStatus.OK,
+        mx_records=1,
+        exchanges=(
+            ResolvedExchange(
+                "mx.cut.lab.test",
+                10,
+                (
+                    ResolvedAddress("127.0.0.10", Family.IPV4, True),
+                    ResolvedAddress("::1", Family.IPV6, True),
+                    ResolvedAddress("10.255.255.1", Family.IPV4, False),
+                ),
+            ),
+        ),
+    )
+    report = build_report(resolution, {"127.0.0.10": res("127.0.0.10")}, 3.0, 4.0)
+    got = [(a.address, a.family, a.outcome, a.detail) for a in report.tiers[0].exchanges[0].addresses]
+    assert got == [
+        ("127.0.0.10", Family.IPV4, UP, ""),
+        ("::1", Family.IPV6, Out.SKIPPED, NOT_PROBED),
+        ("10.255.255.1", Family.IPV4, Out.SKIPPED, NOT_ALLOWED),
+    ]
+    assert (report.probe_seconds, report.finished_at) == (3.0, 4.0)
+
+
+def test_shared_address_result_used_by_every_exchange() -> None:
+    shared = res("127.0.0.10")
+    d = domain("dup.lab.test", (10, "a.lab.test", (shared,)), (20, "b.lab.test", (shared,)))
+    tiers = build_tiers(*d)
+    assert tiers[0].exchanges[0].addresses[0] is shared
+    assert tiers[1].exchanges[0].addresses[0] is shared
+
+
+def test_unsorted_exchanges_are_grouped_ascending() -> None:
+    d = domain(
+        "order.lab.test",
+        (30, "c.lab.test", (res("127.0.0.12"),)),
+        (10, "b.lab.test", (res("127.0.0.11"),)),
+        (10, "a.lab.test", (res("127.0.0.10"),)),
+    )
+    tiers = build_tiers(*d)
+    assert [(t.preference, [e.name for e in t.exchanges]) for t in tiers] == [
+        (10, ["a.lab.test", "b.lab.test"]),
+        (30, ["c.lab.test"]),
+    ]
+
+
+def _primary_backup(primary: tuple[AddressResult, ...], backup: SmtpOutcome = UP) -> Scenario:
+    return domain(
+        "s.lab.test", (10, "mx1.s.lab.test", primary), (20, "mx2.s.lab.test", (res("127.0.0.11", backup),))
+    )
+
+
+@pytest.mark.parametrize(
+    ("primary", "want_4xx", "want_unreachable"),
+    [
+        pytest.param((res("127.0.0.20", Out.GREETING_4XX),), 20, -1, id="421-primary"),
+        pytest.param((res("127.0.0.23", Out.CONNECTION_REFUSED),), 20, 20, id="refused-primary"),
+        pytest.param((res("127.0.0.22", Out.GREETING_TIMEOUT),), 20, -1, id="silent-primary"),
+        pytest.param((res("127.0.0.2", Out.CONNECT_TIMEOUT),), 20, 20, id="connect-timeout-primary"),
+        pytest.param((res("10.255.255.1", Out.SKIPPED),), 20, 20, id="skipped-primary"),
+        pytest.param((res("127.0.0.21", Out.GREETING_5XX),), 20, -1, id="554-primary"),
+        pytest.param((res("127.0.0.25", Out.EHLO_FAILED),), 20, -1, id="ehlo-rejected-primary"),
+        pytest.param((res("127.0.0.26", Out.PROTOCOL_ERROR),), 20, -1, id="garbage-primary"),
+        pytest.param((), 20, 20, id="unresolvable-primary"),
+        pytest.param(
+            (res("127.0.0.23", Out.CONNECTION_REFUSED), res("127.0.0.20", Out.GREETING_4XX)),
+            20,
+            -1,
+            id="refused+421",
+        ),
+        pytest.param((res("127.0.0.20", Out.GREETING_4XX), res("127.0.0.10")), 10, 10, id="421+up-primary"),
+    ],
+)
+def test_sender_behaviours(primary: tuple[AddressResult, ...], want_4xx: int, want_unreachable: int) -> None:
+    resolution, results = _primary_backup(primary)
+    tiers = build_tiers(resolution, results)
+    assert delivery_preference(tiers, N4) == want_4xx
+    assert delivery_preference(tiers, NU) == want_unreachable
+    assert assess(resolution, tiers).delivery_preference == {N4: want_4xx, NU: want_unreachable}
+
+
+def test_sender_behaviours_over_three_tiers() -> None:
+    d = domain(
+        "three.lab.test",
+        (10, "a.lab.test", (res("127.0.0.23", Out.CONNECTION_REFUSED),)),
+        (20, "b.lab.test", (res("127.0.0.20", Out.GREETING_4XX),)),
+        (30, "c.lab.test", (res("127.0.0.10"),)),
+    )
+    v = verdict_of(d)
+    assert v.delivery_preference == {N4: 30, NU: -1}
+    assert (v.active_preference, v.primary_up, v.preference_gap) == (30, False, 10)
+
+
+def test_both_senders_queue_when_the_backup_is_down_too() -> None:
+    v = verdict_of(_primary_backup((res("127.0.0.20", Out.GREETING_4XX),), backup=Out.CONNECTION_REFUSED))
+    assert v.delivery_preference == {N4: -1, NU: -1}
+
+
+@pytest.mark.parametrize(
+    ("prefs", "gap"), [((10,), 0), ((10, 20), 10), ((5, 10, 50), 5), ((0, 0, 100), 100), ((), 0)]
+)
+def test_preference_gap(prefs: tuple[int, ...], gap: int) -> None:
+    mx = [
+        (p, f"mx{i}.lab.test", (res(f"127.0.0.{i + 1}", Out.CONNECTION_REFUSED),))
+        for i, p in enumerate(prefs)
+    ]
+    v = verdict_of(domain("gap.lab.test", *mx))
+    assert v.preference_gap == gap
+
+
+STARTTLS_ALL = domain(
+    "tls.lab.test",
+    (10, "mx1.tls.lab.test", (res("127.0.0.10", starttls_advertised=True),)),
+    (
+        20,
+        "mx2.tls.lab.test",
+        (res("127.0.0.11", starttls_advertised=True), res("127.0.0.23", Out.CONNECTION_REFUSED)),
+    ),
+)
+HEALTHY_NAMES = ("MX1.healthy.lab.test.", "mx2.healthy.lab.test")
+
+
+@pytest.mark.parametrize(
+    ("scenario", "expectations", "met"),
+    [
+        (TWO_UP, Expectations(min_records=2), True),
+        (TWO_UP, Expectations(min_records=3), False),
+        (NULL_MX, Expectations(min_records=1), True),
+        (TWO_UP, Expectations(min_tiers=2), True),
+        (EQUAL, Expectations(min_tiers=2), False),
+        (TWO_UP, Expectations(exchanges=HEALTHY_NAMES), True),
+        (TWO_UP, Expectations(exchanges=("mx1.healthy.lab.test",)), False),
+        (TWO_UP, Expectations(exchanges=(*HEALTHY_NAMES, "mx3.healthy.lab.test")), False),
+        (STARTTLS_ALL, Expectations(starttls=True), True),
+        (TWO_UP, Expectations(starttls=True), False),  # ::1 and mx2 accept without STARTTLS
+        (ALL_DOWN, Expectations(starttls=True), False),  # nothing accepts: nothing proves STARTTLS
+        (TWO_UP, Expectations(starttls=False), True),
+        (NULL_MX, Expectations(null_mx=True), True),
+        (TWO_UP, Expectations(null_mx=True), False),
+        (TWO_UP, Expectations(null_mx=False), True),
+        (NULL_MX, Expectations(null_mx=False), False),
+        (FALLBACK, Expectations(fallback_to_a=True), True),
+        (TWO_UP, Expectations(fallback_to_a=True), False),
+        (TWO_UP, Expectations(fallback_to_a=False), True),
+        (FALLBACK, Expectations(fallback_to_a=False), False),
+        (PRIMARY_DOWN, Expectations(deliverable=True), True),
+        (ALL_DOWN, Expectations(deliverable=True), False),
+        (NULL_MX, Expectations(deliverable=False), True),
+        (TWO_UP, Expectations(primary_up=True), True),
+        (PRIMARY_DOWN, Expectations(primary_up=True), False),
+    ],
+)
+def test_each_expectation_met_and_not_met(scenario: Scenario, expectations: Expectations, met: bool) -> None:
+    (name,) = expectations.configured()
+    assert verdict_of(scenario, expectations).expectations == {name: met}
+
+
+def test_only_configured_expectations_are_reported() -> None:
+    e = Expectations(min_records=1, deliverable=True, primary_up=False)
+    assert e.configured() == {"min_records": 1, "deliverable": True, "primary_up": False}
+    assert verdict_of(PRIMARY_DOWN, e).expectations == {
+        "min_records": True,
+        "deliverable": True,
+        "primary_up": True,
+    }
+    assert Expectations().configured() == {}
+    assert verdict_of(PRIMARY_DOWN, Expectations()).expectations == {}
+
+
+def test_expectations_accept_a_list_of_names() -> None:
+    e = Expectations(exchanges=["mx1.healthy.lab.test", "mx2.healthy.lab.test"])  # type: ignore[arg-type]
+    assert e.exchanges == ("mx1.healthy.lab.test", "mx2.healthy.lab.test")
+    assert verdict_of(TWO_UP, e).expectations == {"exchanges": True}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"min_records": -1}, "min_records must be a non-negative integer"),
+        ({"min_tiers": "2"}, "min_tiers must be a non-negative integer"),
+        ({"min_tiers": True}, "min_tiers must be a non-negative integer"),
+        ({"starttls": "yes"}, "starttls must be true or false"),
+        ({"deliverable": 1}, "deliverable must be true or false"),
+        ({"exchanges": "mx1.lab.test"}, "exchanges must be a list of names"),
+        ({"exchanges": ("mx1.lab.test", 3)}, "exchanges must be a list of names"),
+        ({"exchanges": ("mx1.lab.test", " . ")}, "exchanges contains an empty name"),
+    ],
+)
+def test_bad_expectations_are_refused_with_the_field_named(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Expectations(**kwargs)  # type: ignore[arg-type]

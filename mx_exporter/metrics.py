@@ -29,76 +29,157 @@ class MetricSpec:
 
 CATALOGUE: tuple[MetricSpec, ...] = (
     # --- domain verdicts
-    MetricSpec("mx_domain_deliverable", "gauge", DOMAIN,
-               "1 when at least one address of the domain's mail hosts (explicit or implicit MX) accepted a "
-               "session: 2xx greeting and 250 to EHLO" + LAST),
-    MetricSpec("mx_primary_up", "gauge", DOMAIN,
-               "1 when at least one address in the most preferred MX tier accepted a session" + LAST),
-    MetricSpec("mx_active_preference", "gauge", DOMAIN,
-               "Preference of the tier a sender would use now (lowest with an accepting address); -1 when none"
-               + LAST),
-    MetricSpec("mx_delivery_preference", "gauge", ("domain", "sender"),
-               "Preference a sender of this behaviour would deliver to now; -1 when it would queue" + LAST),
-    MetricSpec("mx_expectation_met", "gauge", ("domain", "expectation"),
-               "1 when the configured expectation holds" + LAST),
+    MetricSpec(
+        "mx_domain_deliverable",
+        "gauge",
+        DOMAIN,
+        "1 when at least one address of the domain's mail hosts (explicit or implicit MX) accepted a "
+        "session: 2xx greeting and 250 to EHLO" + LAST,
+    ),
+    MetricSpec(
+        "mx_primary_up",
+        "gauge",
+        DOMAIN,
+        "1 when at least one address in the most preferred MX tier accepted a session" + LAST,
+    ),
+    MetricSpec(
+        "mx_active_preference",
+        "gauge",
+        DOMAIN,
+        "Preference of the tier a sender would use now (lowest with an accepting address); -1 when none"
+        + LAST,
+    ),
+    MetricSpec(
+        "mx_delivery_preference",
+        "gauge",
+        ("domain", "sender"),
+        "Preference a sender of this behaviour would deliver to now; -1 when it would queue" + LAST,
+    ),
+    MetricSpec(
+        "mx_expectation_met",
+        "gauge",
+        ("domain", "expectation"),
+        "1 when the configured expectation holds" + LAST,
+    ),
     # --- DNS facts
     MetricSpec("mx_records", "gauge", DOMAIN, "MX records in the answer, 0 when none" + LAST),
     MetricSpec("mx_tiers", "gauge", DOMAIN, "Distinct MX preference values" + LAST),
-    MetricSpec("mx_preference_gap", "gauge", DOMAIN,
-               "Second-lowest minus lowest distinct MX preference; 0 with fewer than two tiers" + LAST),
-    MetricSpec("mx_fallback_to_a", "gauge", DOMAIN,
-               "1 when the domain has no MX RRset and its own A/AAAA is used as implicit MX" + LAST),
-    MetricSpec("mx_null_mx", "gauge", DOMAIN,
-               "1 for an RFC 7505 null MX (0 .): the domain accepts no mail by design" + LAST),
-    MetricSpec("mx_dns_status", "gauge", ("domain", "status"),
-               "State set: 1 for the status of the MX lookup, 0 for the others" + LAST),
-    MetricSpec("mx_misconfiguration", "gauge", ("domain", "kind"),
-               "1 when the MX set has this kind of misconfiguration" + LAST),
+    MetricSpec(
+        "mx_preference_gap",
+        "gauge",
+        DOMAIN,
+        "Second-lowest minus lowest distinct MX preference; 0 with fewer than two tiers" + LAST,
+    ),
+    MetricSpec(
+        "mx_fallback_to_a",
+        "gauge",
+        DOMAIN,
+        "1 when the domain has no MX RRset and its own A/AAAA is used as implicit MX" + LAST,
+    ),
+    MetricSpec(
+        "mx_null_mx",
+        "gauge",
+        DOMAIN,
+        "1 for an RFC 7505 null MX (0 .): the domain accepts no mail by design" + LAST,
+    ),
+    MetricSpec(
+        "mx_dns_status",
+        "gauge",
+        ("domain", "status"),
+        "State set: 1 for the status of the MX lookup, 0 for the others" + LAST,
+    ),
+    MetricSpec(
+        "mx_misconfiguration",
+        "gauge",
+        ("domain", "kind"),
+        "1 when the MX set has this kind of misconfiguration" + LAST,
+    ),
     MetricSpec("mx_record_ttl_seconds", "gauge", DOMAIN, "TTL of the MX RRset" + LAST),
     MetricSpec("mx_probe_duration_seconds", "gauge", DOMAIN, "Wall time of the domain's last full probe"),
-    MetricSpec("mx_last_probe_timestamp_seconds", "gauge", DOMAIN, "Unix time the domain's last probe finished"),
+    MetricSpec(
+        "mx_last_probe_timestamp_seconds", "gauge", DOMAIN, "Unix time the domain's last probe finished"
+    ),
     # --- tiers and exchanges
     MetricSpec("mx_tier_exchanges", "gauge", TIER, "Exchanges in the tier" + LAST),
-    MetricSpec("mx_tier_exchanges_up", "gauge", TIER, "Exchanges in the tier with an accepting address" + LAST),
+    MetricSpec(
+        "mx_tier_exchanges_up", "gauge", TIER, "Exchanges in the tier with an accepting address" + LAST
+    ),
     MetricSpec("mx_exchange_up", "gauge", EXCHANGE, "1 when any address of the exchange accepted" + LAST),
-    MetricSpec("mx_exchange_addresses", "gauge", EXCHANGE + ("family",),
-               "A (ipv4) or AAAA (ipv6) addresses found for the exchange, after the per-exchange cap" + LAST),
+    MetricSpec(
+        "mx_exchange_addresses",
+        "gauge",
+        (*EXCHANGE, "family"),
+        "A (ipv4) or AAAA (ipv6) addresses found for the exchange, after the per-exchange cap" + LAST,
+    ),
     # --- per address
     MetricSpec("mx_smtp_up", "gauge", ADDRESS, "1 when this address accepted a session" + LAST),
-    MetricSpec("mx_smtp_outcome", "gauge", ADDRESS + ("outcome",),
-               "State set: 1 for how the session with this address ended, 0 for the others" + LAST),
+    MetricSpec(
+        "mx_smtp_outcome",
+        "gauge",
+        (*ADDRESS, "outcome"),
+        "State set: 1 for how the session with this address ended, 0 for the others" + LAST,
+    ),
     MetricSpec("mx_smtp_greeting_code", "gauge", ADDRESS, "Final greeting reply code, 0 when none" + LAST),
     MetricSpec("mx_smtp_connect_duration_seconds", "gauge", ADDRESS, "TCP connect time" + LAST),
-    MetricSpec("mx_smtp_greeting_duration_seconds", "gauge", ADDRESS,
-               "Time from connect to the final greeting line" + LAST),
-    MetricSpec("mx_smtp_starttls_advertised", "gauge", ADDRESS, "1 when the EHLO reply advertised STARTTLS" + LAST),
-    MetricSpec("mx_smtp_tls_handshake_success", "gauge", ADDRESS,
-               "1 when the STARTTLS handshake succeeded" + LAST),
-    MetricSpec("mx_smtp_tls_version_info", "gauge", ADDRESS + ("version",), "Negotiated TLS version" + LAST),
-    MetricSpec("mx_smtp_tls_cert_not_after_timestamp_seconds", "gauge", ADDRESS,
-               "Expiry of the presented certificate, unix time" + LAST),
-    MetricSpec("mx_smtp_tls_cert_valid", "gauge", ADDRESS,
-               "1 when the certificate chain and name verified" + LAST),
+    MetricSpec(
+        "mx_smtp_greeting_duration_seconds",
+        "gauge",
+        ADDRESS,
+        "Time from connect to the final greeting line" + LAST,
+    ),
+    MetricSpec(
+        "mx_smtp_starttls_advertised", "gauge", ADDRESS, "1 when the EHLO reply advertised STARTTLS" + LAST
+    ),
+    MetricSpec(
+        "mx_smtp_tls_handshake_success", "gauge", ADDRESS, "1 when the STARTTLS handshake succeeded" + LAST
+    ),
+    MetricSpec("mx_smtp_tls_version_info", "gauge", (*ADDRESS, "version"), "Negotiated TLS version" + LAST),
+    MetricSpec(
+        "mx_smtp_tls_cert_not_after_timestamp_seconds",
+        "gauge",
+        ADDRESS,
+        "Expiry of the presented certificate, unix time" + LAST,
+    ),
+    MetricSpec(
+        "mx_smtp_tls_cert_valid", "gauge", ADDRESS, "1 when the certificate chain and name verified" + LAST
+    ),
     # --- the exporter itself
     MetricSpec("mx_exporter_build_info", "gauge", ("version", "python"), "Build information, always 1"),
     MetricSpec("mx_exporter_refresh_duration_seconds", "histogram", (), "Wall time of full refresh cycles"),
     MetricSpec("mx_exporter_domains", "gauge", (), "Watched domains"),
-    MetricSpec("mx_exporter_config_last_reload_successful", "gauge", (),
-               "1 when the last configuration load succeeded"),
-    MetricSpec("mx_exporter_config_last_reload_success_timestamp_seconds", "gauge", (),
-               "Unix time of the last successful configuration load"),
+    MetricSpec(
+        "mx_exporter_config_last_reload_successful",
+        "gauge",
+        (),
+        "1 when the last configuration load succeeded",
+    ),
+    MetricSpec(
+        "mx_exporter_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        (),
+        "Unix time of the last successful configuration load",
+    ),
     MetricSpec("mx_exporter_refreshes", "counter", (), "Finished refresh cycles"),
-    MetricSpec("mx_exporter_probe_errors", "counter", (),
-               "Domain probes that raised an unexpected error (a bug: the domain keeps its previous result)"),
+    MetricSpec(
+        "mx_exporter_probe_errors",
+        "counter",
+        (),
+        "Domain probes that raised an unexpected error (a bug: the domain keeps its previous result)",
+    ),
     MetricSpec("mx_exporter_smtp_sessions", "counter", (), "SMTP sessions opened"),
-    MetricSpec("mx_exporter_last_refresh_timestamp_seconds", "gauge", (),
-               "Unix time the last refresh cycle finished"),
+    MetricSpec(
+        "mx_exporter_last_refresh_timestamp_seconds", "gauge", (), "Unix time the last refresh cycle finished"
+    ),
 )
 
 # Only for the /probe endpoint (multi-target pattern), never on /metrics.
 PROBE_CATALOGUE: tuple[MetricSpec, ...] = (
-    MetricSpec("mx_probe_success", "gauge", (),
-               "1 when the probe finished and the domain is deliverable (or a null MX by design)"),
+    MetricSpec(
+        "mx_probe_success",
+        "gauge",
+        (),
+        "1 when the probe finished and the domain is deliverable (or a null MX by design)",
+    ),
 )
 
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in CATALOGUE + PROBE_CATALOGUE}

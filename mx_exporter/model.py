@@ -28,7 +28,9 @@ class SmtpOutcome(StrEnum):
     ACCEPTED = "accepted"  # 2xx final greeting line and 250 to EHLO
     CONNECTION_REFUSED = "connection_refused"  # RST / unreachable network
     CONNECT_TIMEOUT = "connect_timeout"  # TCP handshake did not finish in time
-    GREETING_TIMEOUT = "greeting_timeout"  # connected, but no final greeting line in time (or overall deadline)
+    GREETING_TIMEOUT = (
+        "greeting_timeout"  # connected, but no final greeting line in time (or overall deadline)
+    )
     GREETING_4XX = "greeting_4xx"  # temporary refusal in the greeting (e.g. 421)
     GREETING_5XX = "greeting_5xx"  # permanent refusal in the greeting (e.g. 554)
     EHLO_FAILED = "ehlo_failed"  # greeting fine, EHLO not answered with 250

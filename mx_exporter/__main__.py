@@ -1,0 +1,3 @@
+from mx_exporter.cli import main
+
+raise SystemExit(main())

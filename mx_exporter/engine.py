@@ -1,0 +1,232 @@
+"""Runs domains through resolve -> probe -> assess, and keeps watched domains fresh.
+
+Hosted mail means thousands of domains share a few exchanges, so SMTP sessions are deduplicated twice: within one
+refresh cycle every distinct (address, port) is probed once and its result shared by every domain that uses it,
+and at any moment at most one session per (address, port) is in flight (a /probe request joins the session a
+refresh already has open). Global semaphores bound DNS queries and SMTP sessions. One domain's failure never
+touches another, and the refresh loop never dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mx_exporter.assess import Expectations, build_report
+from mx_exporter.model import AddressResult, DnsStatus, DomainReport, Resolution, ResolvedAddress
+from mx_exporter.resolve import ResolvePolicy, make_resolver, resolve_domain
+from mx_exporter.selfmetrics import ExporterMetrics
+from mx_exporter.settings import DomainSettings, Settings
+from mx_exporter.smtp import SmtpPolicy, probe_address
+
+log = logging.getLogger(__name__)
+
+AddressKey = tuple[str, int]
+
+
+def shard_of(domain: str, count: int) -> int:
+    """Stable shard of a domain: the same on every replica, every restart and every Python version."""
+    digest = hashlib.sha256(domain.encode("ascii", "ignore")).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+def watched_domains(settings: Settings) -> list[DomainSettings]:
+    """The configured domains this replica watches (all of them unless sharded)."""
+    count, index = settings.shard.count, settings.shard.index
+    return [d for d in settings.domains if shard_of(d.name, count) == index]
+
+
+def smtp_policy(settings: Settings, domain: DomainSettings | None = None) -> SmtpPolicy:
+    s = settings.smtp
+    o = domain.smtp if domain is not None else None
+    return SmtpPolicy(
+        ehlo_name=settings.ehlo_name,
+        port=s.port,
+        connect_timeout=(o and o.connect_timeout) or s.connect_timeout,
+        greeting_timeout=(o and o.greeting_timeout) or s.greeting_timeout,
+        ehlo_timeout=(o and o.ehlo_timeout) or s.ehlo_timeout,
+        session_timeout=(o and o.session_timeout) or s.session_timeout,
+    )
+
+
+def resolve_policy(settings: Settings) -> ResolvePolicy:
+    return ResolvePolicy(
+        nameservers=tuple(settings.resolver.nameservers),
+        timeout=settings.resolver.timeout,
+        families=tuple(settings.smtp.address_families),
+        max_addresses_per_exchange=settings.smtp.max_addresses_per_exchange,
+        allow_networks=tuple(settings.allow_networks),
+    )
+
+
+def expectations_of(domain: DomainSettings | None) -> Expectations | None:
+    if domain is None:
+        return None
+    e = domain.expect
+    exp = Expectations(
+        min_records=e.min_records,
+        min_tiers=e.min_tiers,
+        exchanges=tuple(e.exchanges) if e.exchanges is not None else None,
+        starttls=e.starttls,
+        null_mx=e.null_mx,
+        fallback_to_a=e.fallback_to_a,
+        deliverable=e.deliverable,
+        primary_up=e.primary_up,
+    )
+    return exp if exp.configured() else None
+
+
+@dataclass
+class CycleCache:
+    """Address results of one refresh cycle (or one /probe request): each (address, port) probed once."""
+
+    results: dict[AddressKey, asyncio.Future[AddressResult]] = field(default_factory=dict)
+
+
+class Prober:
+    """Owns the resolver, the limits and the in-flight session table; probes one domain at a time per call."""
+
+    def __init__(self, settings: Settings, on_session: Callable[[], None] | None = None) -> None:
+        self.settings = settings
+        self.policy = resolve_policy(settings)
+        self.resolver = make_resolver(self.policy)
+        self.dns_limit = asyncio.Semaphore(settings.resolver.max_concurrent_queries)
+        self.smtp_limit = asyncio.Semaphore(settings.smtp.max_concurrent_sessions)
+        self.in_flight: dict[AddressKey, asyncio.Task[AddressResult]] = {}
+        self.on_session = on_session
+
+    async def _session(self, address: ResolvedAddress, policy: SmtpPolicy) -> AddressResult:
+        if not address.allowed:
+            return await probe_address(address, policy)  # returns "skipped" without a socket
+        async with self.smtp_limit:
+            if self.on_session is not None:
+                self.on_session()
+            return await probe_address(address, policy)
+
+    def _address_future(
+        self, address: ResolvedAddress, policy: SmtpPolicy, cache: CycleCache
+    ) -> asyncio.Future[AddressResult]:
+        key = (address.address, policy.port)
+        cached = cache.results.get(key)
+        if cached is not None:
+            return cached
+        task = self.in_flight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._session(address, policy), name=f"smtp {key[0]}:{key[1]}")
+            self.in_flight[key] = task
+            task.add_done_callback(functools.partial(self._forget, key))
+        cache.results[key] = task
+        return task
+
+    def _forget(self, key: AddressKey, task: asyncio.Task[AddressResult]) -> None:
+        if self.in_flight.get(key) is task:
+            del self.in_flight[key]
+
+    async def resolve(self, domain: str) -> Resolution:
+        return await resolve_domain(domain, self.resolver, self.policy, self.dns_limit)
+
+    async def probe(
+        self,
+        domain: str,
+        cache: CycleCache | None = None,
+        config: DomainSettings | None = None,
+        deadline: float | None = None,
+    ) -> DomainReport:
+        """Resolve and probe one domain; with a deadline (monotonic), return whatever finished by then."""
+        started, wall_started = time.monotonic(), time.time()
+        cache = cache if cache is not None else CycleCache()
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            resolution = await asyncio.wait_for(self.resolve(domain), remaining)
+        except TimeoutError:
+            resolution = Resolution(domain=domain, status=DnsStatus.TIMEOUT, detail="deadline hit during DNS")
+        policy = smtp_policy(self.settings, config)
+        futures = {
+            a.address: self._address_future(a, policy, cache)
+            for exchange in resolution.exchanges
+            for a in exchange.addresses
+        }
+        if futures:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            await asyncio.wait(futures.values(), timeout=remaining)
+        results: dict[str, AddressResult] = {}
+        for addr, fut in futures.items():
+            result = _result_of(fut) if fut.done() else None
+            if result is not None:
+                results[addr] = result
+        elapsed = time.monotonic() - started
+        return build_report(resolution, results, elapsed, wall_started + elapsed, expectations_of(config))
+
+
+def _result_of(fut: asyncio.Future[AddressResult]) -> AddressResult | None:
+    if fut.cancelled():
+        return None
+    if fut.exception() is not None:
+        log.error("SMTP probe raised (a bug; address left unprobed)", exc_info=fut.exception())
+        return None
+    return fut.result()
+
+
+class Watcher:
+    """Keeps the latest finished report of every watched domain; scrapes read ``reports`` and never wait."""
+
+    def __init__(self, settings: Settings, metrics: ExporterMetrics) -> None:
+        self.metrics = metrics
+        self.reports: dict[str, DomainReport] = {}
+        self.ready = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.settings = settings
+        self.prober = Prober(settings, on_session=metrics.sessions.inc)
+        self.domains = watched_domains(settings)
+        self.names = {d.name for d in self.domains}
+        metrics.domains.set(len(self.domains))
+
+    def apply(self, settings: Settings) -> None:
+        """Take new settings (reload): drop removed domains' series at once, refresh soon."""
+        self.settings = settings
+        self.prober = Prober(settings, on_session=self.metrics.sessions.inc)
+        self.domains = watched_domains(settings)
+        self.names = {d.name for d in self.domains}
+        for gone in set(self.reports) - self.names:
+            del self.reports[gone]
+        self.metrics.domains.set(len(self.domains))
+        self._wake.set()
+
+    async def refresh_once(self) -> None:
+        started = time.monotonic()
+        prober, domains, cache = self.prober, list(self.domains), CycleCache()
+        await asyncio.gather(*(self._probe_one(prober, d, cache) for d in domains))
+        self.metrics.refresh_duration.observe(time.monotonic() - started)
+        self.metrics.refreshes.inc()
+        self.metrics.last_refresh.set(time.time())
+
+    async def _probe_one(self, prober: Prober, domain: DomainSettings, cache: CycleCache) -> None:
+        try:
+            report = await prober.probe(domain.name, cache, domain)
+        except Exception:
+            log.exception("probing %s failed unexpectedly; keeping its previous result", domain.name)
+            self.metrics.probe_errors.inc()
+            return
+        if domain.name in self.names:
+            self.reports[domain.name] = report
+
+    async def run(self) -> None:
+        """Refresh forever; a cycle longer than the interval is followed at once by the next (no overlap)."""
+        while True:
+            started = time.monotonic()
+            try:
+                await self.refresh_once()
+            except Exception:
+                log.exception("refresh cycle failed; trying again next interval")
+                self.metrics.probe_errors.inc()
+            self.ready.set()
+            pause = max(0.0, self.settings.refresh_interval - (time.monotonic() - started))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), pause)

@@ -1,0 +1,231 @@
+"""The real console script against the real lab (NSD + SMTP peers), scraped over HTTP and parsed like Prometheus."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.lab import plan
+from tests.lab.exporter import Exporter, Samples, lab_config, series, value
+
+ALL_DOMAINS = [*sorted(plan.DOMAINS), plan.REFUSED_DOMAIN, plan.SERVFAIL_DOMAIN]
+
+
+@pytest.fixture(scope="module")
+def lab_scrape(nsd_server: Any, smtp_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Samples:
+    """One exporter watching every lab domain; the samples after its first full refresh."""
+    config = lab_config(nsd_server.nameserver, smtp_lab.port, ALL_DOMAINS, refresh_interval=30)
+    path = tmp_path_factory.mktemp("lab") / "all.yml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MX_EXPORTER_")}
+    proc = Exporter(config, path, [], env)
+    try:
+        proc.wait_ready(timeout=30)
+        return proc.scrape()
+    finally:
+        proc.stop()
+
+
+def d(samples: Samples, name: str, domain: str, **labels: str) -> float:
+    return value(samples, name, domain=domain, **labels)
+
+
+def outcome_of(samples: Samples, domain: str, address: str) -> str:
+    hot = [s for s in series(samples, "mx_smtp_outcome", domain=domain, address=address) if s.value == 1]
+    assert len(hot) == 1, hot
+    return hot[0].labels["outcome"]
+
+
+def test_two_tier_healthy_domain(lab_scrape: Samples) -> None:
+    s, dom = lab_scrape, "healthy.lab.test"
+    assert d(s, "mx_dns_status", dom, status="ok") == 1
+    assert d(s, "mx_records", dom) == 2
+    assert d(s, "mx_tiers", dom) == 2
+    assert d(s, "mx_preference_gap", dom) == 10
+    assert d(s, "mx_domain_deliverable", dom) == 1
+    assert d(s, "mx_primary_up", dom) == 1
+    assert d(s, "mx_active_preference", dom) == 10
+    assert d(s, "mx_fallback_to_a", dom) == 0
+    mx1 = "mx1.healthy.lab.test"
+    assert d(s, "mx_exchange_addresses", dom, exchange=mx1, family="ipv4") == 1
+    assert d(s, "mx_exchange_addresses", dom, exchange=mx1, family="ipv6") == 1
+    for address, pref in ((plan.ACCEPT_1, "10"), (plan.IPV6_ACCEPT, "10"), (plan.ACCEPT_2, "20")):
+        assert d(s, "mx_smtp_up", dom, address=address, preference=pref) == 1
+        assert d(s, "mx_smtp_greeting_code", dom, address=address) == 220
+        assert 0 < d(s, "mx_smtp_connect_duration_seconds", dom, address=address) < 1
+    assert d(s, "mx_smtp_starttls_advertised", dom, address=plan.ACCEPT_1) == 1
+    assert d(s, "mx_smtp_starttls_advertised", dom, address=plan.ACCEPT_2) == 0
+    assert d(s, "mx_tier_exchanges", dom, preference="10") == 1
+    assert d(s, "mx_tier_exchanges_up", dom, preference="20") == 1
+    for kind in (
+        "cname_target",
+        "ip_literal_target",
+        "unresolvable_target",
+        "null_mx_mixed",
+        "duplicate_exchange",
+        "non_global_address",
+    ):
+        assert d(s, "mx_misconfiguration", dom, kind=kind) == 0
+    assert d(s, "mx_record_ttl_seconds", dom) > 0
+
+
+def test_primary_down_and_undeliverable(lab_scrape: Samples) -> None:
+    s = lab_scrape
+    dom = "primary-down.lab.test"
+    assert (d(s, "mx_primary_up", dom), d(s, "mx_domain_deliverable", dom)) == (0, 1)
+    assert d(s, "mx_active_preference", dom) == 20
+    assert outcome_of(s, dom, plan.CLOSED) == "connection_refused"
+    assert d(s, "mx_delivery_preference", dom, sender="next_mx_on_unreachable") == 20
+    assert d(s, "mx_delivery_preference", dom, sender="next_mx_on_4xx") == 20
+    dom = "undeliverable.lab.test"
+    assert (d(s, "mx_primary_up", dom), d(s, "mx_domain_deliverable", dom)) == (0, 0)
+    assert d(s, "mx_active_preference", dom) == -1
+    assert outcome_of(s, dom, plan.SILENT) == "greeting_timeout"
+    assert d(s, "mx_delivery_preference", dom, sender="next_mx_on_4xx") == -1
+
+
+def test_equal_preferences_form_one_tier(lab_scrape: Samples) -> None:
+    s, dom = lab_scrape, "equal.lab.test"
+    assert d(s, "mx_tiers", dom) == 1
+    assert d(s, "mx_preference_gap", dom) == 0
+    assert d(s, "mx_tier_exchanges", dom, preference="10") == 2
+    assert d(s, "mx_tier_exchanges_up", dom, preference="10") == 1
+    assert d(s, "mx_primary_up", dom) == 1
+
+
+@pytest.mark.parametrize(
+    ("domain", "status", "fallback", "deliverable"),
+    [
+        ("fallback.lab.test", "nodata", 1, 1),
+        ("noaddr.lab.test", "nodata", 0, 0),
+        ("nxdomain.lab.test", "nxdomain", 0, 0),
+        (plan.REFUSED_DOMAIN, "servfail", 0, 0),
+        (plan.SERVFAIL_DOMAIN, "servfail", 0, 0),
+        ("nullmx.lab.test", "ok", 0, 0),
+    ],
+)
+def test_dns_classification(
+    lab_scrape: Samples, domain: str, status: str, fallback: int, deliverable: int
+) -> None:
+    s = lab_scrape
+    states = {x.labels["status"]: x.value for x in series(s, "mx_dns_status", domain=domain)}
+    assert states == {
+        k: (1.0 if k == status else 0.0) for k in ("ok", "nodata", "nxdomain", "servfail", "timeout", "error")
+    }
+    assert d(s, "mx_fallback_to_a", domain) == fallback
+    assert d(s, "mx_domain_deliverable", domain) == deliverable
+
+
+def test_implicit_mx_probes_the_domains_own_address(lab_scrape: Samples) -> None:
+    s, dom = lab_scrape, "fallback.lab.test"
+    assert d(s, "mx_records", dom) == 0
+    assert d(s, "mx_smtp_up", dom, exchange=dom, preference="0", address=plan.ACCEPT_1) == 1
+    assert d(s, "mx_active_preference", dom) == 0
+    assert series(s, "mx_smtp_up", domain="noaddr.lab.test") == []
+    assert series(s, "mx_smtp_up", domain="nxdomain.lab.test") == []
+
+
+def test_null_mx_is_not_an_error(lab_scrape: Samples) -> None:
+    s, dom = lab_scrape, "nullmx.lab.test"
+    assert d(s, "mx_null_mx", dom) == 1
+    assert d(s, "mx_records", dom) == 1
+    assert sum(x.value for x in series(s, "mx_misconfiguration", domain=dom)) == 0
+    assert series(s, "mx_smtp_up", domain=dom) == []
+    assert d(s, "mx_delivery_preference", dom, sender="next_mx_on_4xx") == -1
+
+
+@pytest.mark.parametrize(
+    ("domain", "kind", "deliverable", "primary_up"),
+    [
+        ("nullmixed.lab.test", "null_mx_mixed", 1, 1),
+        ("cname.lab.test", "cname_target", 1, 1),
+        ("literal.lab.test", "ip_literal_target", 1, 0),
+        ("unresolvable.lab.test", "unresolvable_target", 1, 0),
+        ("duplicate.lab.test", "duplicate_exchange", 1, 1),
+        ("nonglobal.lab.test", "non_global_address", 1, 0),
+    ],
+)
+def test_misconfigurations(
+    lab_scrape: Samples, domain: str, kind: str, deliverable: int, primary_up: int
+) -> None:
+    s = lab_scrape
+    flags = {x.labels["kind"]: x.value for x in series(s, "mx_misconfiguration", domain=domain)}
+    assert flags[kind] == 1, flags
+    assert d(s, "mx_domain_deliverable", domain) == deliverable
+    assert d(s, "mx_primary_up", domain) == primary_up
+
+
+def test_duplicate_exchange_probed_once_and_private_address_skipped(lab_scrape: Samples) -> None:
+    s = lab_scrape
+    exchanges = {x.labels["exchange"] for x in series(s, "mx_exchange_up", domain="duplicate.lab.test")}
+    assert len(exchanges) == 1
+    assert d(s, "mx_records", "duplicate.lab.test") == 2
+    assert outcome_of(s, "nonglobal.lab.test", plan.PRIVATE) == "skipped"
+    assert d(s, "mx_smtp_up", "nonglobal.lab.test", address=plan.ACCEPT_2) == 1
+
+
+@pytest.mark.parametrize(
+    ("domain", "address", "outcome", "code"),
+    [
+        ("multiline.lab.test", plan.MULTILINE, "accepted", 220),
+        ("greet421.lab.test", plan.GREET_421, "greeting_4xx", 421),
+        ("greet554.lab.test", plan.GREET_554, "greeting_5xx", 554),
+        ("silent.lab.test", plan.SILENT, "greeting_timeout", 0),
+        ("closed.lab.test", plan.CLOSED, "connection_refused", 0),
+        ("slow.lab.test", plan.SLOW_GREETING, "greeting_timeout", 0),
+        ("ehloreject.lab.test", plan.EHLO_REJECT, "ehlo_failed", 220),
+        ("garbage.lab.test", plan.GARBAGE, "protocol_error", 0),
+        ("dribble.lab.test", plan.DRIBBLE, "greeting_timeout", 0),
+        ("sink.lab.test", plan.SINK, "accepted", 220),
+        ("v6only.lab.test", plan.IPV6_ACCEPT, "accepted", 220),
+    ],
+)
+def test_smtp_outcomes(lab_scrape: Samples, domain: str, address: str, outcome: str, code: int) -> None:
+    s = lab_scrape
+    assert outcome_of(s, domain, address) == outcome
+    assert d(s, "mx_smtp_greeting_code", domain, address=address) == code
+    assert d(s, "mx_smtp_up", domain, address=address) == (1 if outcome == "accepted" else 0)
+    assert d(s, "mx_domain_deliverable", domain) == (1 if outcome == "accepted" else 0)
+    if outcome == "accepted":
+        assert d(s, "mx_smtp_greeting_duration_seconds", domain, address=address) >= 0
+    if domain == "multiline.lab.test":
+        assert d(s, "mx_smtp_greeting_duration_seconds", domain, address=address) >= plan.MULTILINE_PAUSE
+
+
+def test_address_cap_ttl_and_families(lab_scrape: Samples) -> None:
+    s = lab_scrape
+    assert d(s, "mx_exchange_addresses", "many.lab.test", family="ipv4") == 5
+    assert len(series(s, "mx_smtp_up", domain="many.lab.test")) == 5
+    assert d(s, "mx_record_ttl_seconds", "ttl.lab.test") == 1234
+    assert d(s, "mx_exchange_addresses", "v6only.lab.test", family="ipv6") == 1
+    assert d(s, "mx_exporter_domains") == len(ALL_DOMAINS)
+    for name in ("mx_probe_duration_seconds", "mx_last_probe_timestamp_seconds"):
+        assert {x.labels["domain"] for x in series(s, name)} == set(ALL_DOMAINS)
+
+
+def test_failover_primary_then_backup(
+    nsd_server: Any, smtp_lab: Any, start_exporter: Callable[..., Exporter]
+) -> None:
+    dom = "failover.lab.test"
+    exporter = start_exporter(lab_config(nsd_server.nameserver, smtp_lab.port, [dom], refresh_interval=1))
+
+    def verdict() -> tuple[float, float]:
+        s = exporter.scrape()
+        return d(s, "mx_primary_up", dom), d(s, "mx_domain_deliverable", dom)
+
+    assert verdict() == (1, 1)
+    try:
+        smtp_lab.stop_peer(plan.FAILOVER_PRIMARY)
+        exporter.wait_until(lambda: verdict() == (0, 1), 15, "primary down, deliverable via backup")
+        assert d(exporter.scrape(), "mx_active_preference", dom) == 20
+        smtp_lab.stop_peer(plan.FAILOVER_BACKUP)
+        exporter.wait_until(lambda: verdict() == (0, 0), 15, "undeliverable")
+        assert d(exporter.scrape(), "mx_active_preference", dom) == -1
+    finally:
+        smtp_lab.start_peer(plan.FAILOVER_PRIMARY)
+        smtp_lab.start_peer(plan.FAILOVER_BACKUP)
+    exporter.wait_until(lambda: verdict() == (1, 1), 15, "recovered")

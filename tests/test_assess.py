@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from mx_exporter.assess import (
+    CONTACTED,
     NOT_ALLOWED,
     NOT_PROBED,
+    UNREACHABLE,
     Expectations,
     assess,
     build_report,
@@ -360,3 +362,9 @@ def test_expectations_accept_a_list_of_names() -> None:
 def test_bad_expectations_are_refused_with_the_field_named(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Expectations(**kwargs)  # type: ignore[arg-type]
+
+
+def test_every_outcome_is_accepted_contacted_or_unreachable() -> None:
+    """A new SmtpOutcome member must be placed in the sender rule deliberately."""
+    assert not CONTACTED & UNREACHABLE
+    assert CONTACTED | UNREACHABLE | {UP} == set(SmtpOutcome)

@@ -1,0 +1,447 @@
+"""The collector: golden exposition files, the catalogue contract, closed sets and Prometheus naming rules.
+
+Golden files (tests/golden/*.prom) are compared byte for byte. After an intended change, regenerate them with
+``UPDATE_GOLDEN=1 python -m pytest tests/test_collector.py`` and review the diff like code; CI refuses to
+regenerate them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import fields
+from enum import StrEnum
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from mx_exporter import metrics
+from mx_exporter.assess import Expectations, build_report
+from mx_exporter.collector import DOMAIN_SPECS, ReportCollector, domain_families
+from mx_exporter.model import (
+    DnsStatus,
+    DomainReport,
+    Exchange,
+    Family,
+    Misconfiguration,
+    Resolution,
+    Sender,
+    SmtpOutcome,
+    Tier,
+    TlsFacts,
+    Verdict,
+)
+from tests.test_assess import FALLBACK, NULL_MX, Out, domain, res
+
+GOLDEN = Path(__file__).parent / "golden"
+FINISHED = 1767225600.0  # fixed clock: golden files must not change between runs
+
+
+def _healthy() -> DomainReport:
+    tls_ok = TlsFacts(handshake_ok=True, version="TLSv1.3", cert_not_after=1798761600.0, cert_valid=False)
+    d = domain(
+        "healthy.lab.test",
+        (
+            10,
+            "mx1.healthy.lab.test",
+            (
+                res(
+                    "127.0.0.10",
+                    connect_seconds=0.0012,
+                    greeting_seconds=0.25,
+                    starttls_advertised=True,
+                    tls=tls_ok,
+                ),
+                res("::1", connect_seconds=0.0008, greeting_seconds=0.125, tls=TlsFacts(handshake_ok=False)),
+            ),
+        ),
+        (20, "mx2.healthy.lab.test", (res("127.0.0.11", connect_seconds=0.001, greeting_seconds=0.5),)),
+        ttl=300,
+    )
+    return build_report(*d, 0.75, FINISHED, Expectations(min_tiers=2, starttls=True, deliverable=True))
+
+
+def _primary_down() -> DomainReport:
+    d = domain(
+        "primary-down.lab.test",
+        (10, "mx1.primary-down.lab.test", (res("127.0.0.23", Out.CONNECTION_REFUSED),)),
+        (20, "mx2.primary-down.lab.test", (res("127.0.0.11", connect_seconds=0.001, greeting_seconds=0.5),)),
+        ttl=3600,
+    )
+    return build_report(*d, 0.5, FINISHED + 1)
+
+
+def _nonglobal() -> DomainReport:
+    """A skipped private address, an unresolvable exchange and a CNAME flagged only on its exchange."""
+    resolution, results = domain(
+        "nonglobal.lab.test",
+        (10, "mx1.nonglobal.lab.test", (res("10.255.255.1", Out.SKIPPED, detail="not allowed"),)),
+        (20, "nohost.nonglobal.lab.test", ()),
+        (30, "mx2.nonglobal.lab.test", (res("127.0.0.20", Out.GREETING_4XX, connect_seconds=0.002),)),
+        misconfigurations=frozenset(
+            {Misconfiguration.NON_GLOBAL_ADDRESS, Misconfiguration.UNRESOLVABLE_TARGET}
+        ),
+    )
+    report = build_report(resolution, results, 0.25, FINISHED + 2)
+    tiers = tuple(
+        Tier(t.preference, tuple(_with_problem(e) for e in t.exchanges)) if t.preference == 30 else t
+        for t in report.tiers
+    )
+    return DomainReport(resolution, tiers, report.verdict, report.probe_seconds, report.finished_at)
+
+
+def _with_problem(e: Exchange) -> Exchange:
+    return Exchange(
+        e.name, e.preference, e.addresses, "mx1.healthy.lab.test", frozenset({Misconfiguration.CNAME_TARGET})
+    )
+
+
+def _nxdomain() -> DomainReport:
+    return build_report(Resolution("nxdomain.lab.test", DnsStatus.NXDOMAIN), {}, 0.01, FINISHED + 3)
+
+
+REPORTS: dict[str, DomainReport] = {
+    "healthy": _healthy(),
+    "primary_down": _primary_down(),
+    "null_mx": build_report(*NULL_MX, 0.02, FINISHED + 4, Expectations(null_mx=True)),
+    "nxdomain": _nxdomain(),
+    "fallback": build_report(*FALLBACK, 0.3, FINISHED + 5),
+    "nonglobal": _nonglobal(),
+}
+
+
+def render(reports: Iterable[DomainReport]) -> bytes:
+    """Exactly what /probe does: a fresh registry per render."""
+    registry = CollectorRegistry()
+    registry.register(ReportCollector(lambda: list(reports)))
+    return generate_latest(registry)
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"true", "1"}
+
+
+def _updating() -> bool:
+    return os.environ.get("UPDATE_GOLDEN") == "1"
+
+
+def test_update_golden_is_never_set_in_ci() -> None:
+    update_in_ci = _ci() and "UPDATE_GOLDEN" in os.environ
+    assert not update_in_ci, (
+        "UPDATE_GOLDEN is set in CI: golden files must be regenerated locally and the diff reviewed, "
+        "never rewritten by CI"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(REPORTS))
+def test_golden_exposition(name: str) -> None:
+    got = render([REPORTS[name]])
+    path = GOLDEN / f"{name}.prom"
+    if _updating():
+        if _ci():
+            pytest.fail("UPDATE_GOLDEN=1 in CI: refusing to rewrite golden files")
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_bytes(got)
+    assert path.is_file(), f"{path} is missing: run UPDATE_GOLDEN=1 python -m pytest {__file__} and review it"
+    want = path.read_bytes()
+    diff = "".join(
+        difflib.unified_diff(
+            want.decode().splitlines(keepends=True),
+            got.decode().splitlines(keepends=True),
+            str(path),
+            "rendered",
+        )
+    )
+    assert got == want, f"exposition differs from {path}:\n{diff}"
+
+
+ALL = render(REPORTS.values()).decode()
+PARSED = {f.name: f for f in text_string_to_metric_families(ALL)}
+
+
+def _samples(name: str) -> list[Sample]:
+    return PARSED[name].samples
+
+
+def test_every_family_matches_the_catalogue() -> None:
+    assert sorted(PARSED) == sorted(m.name for m in DOMAIN_SPECS)
+    for name, family in PARSED.items():
+        spec = metrics.spec(name)
+        assert (family.name, family.documentation, family.type) == (spec.name, spec.help, spec.type)
+        for sample in family.samples:
+            assert sample.name == spec.name
+            assert sorted(sample.labels) == sorted(spec.labels), f"{name}: {sample.labels}"
+
+
+def test_domain_specs_are_the_per_domain_part_of_the_catalogue() -> None:
+    assert [m.name for m in DOMAIN_SPECS] == [
+        m.name for m in metrics.CATALOGUE if m.labels[:1] == ("domain",)
+    ]
+    assert len(DOMAIN_SPECS) > 20
+
+
+def test_no_duplicate_series() -> None:
+    keys = [(s.name, tuple(sorted(s.labels.items()))) for f in PARSED.values() for s in f.samples]
+    assert len(keys) == len(set(keys))
+
+
+def _grouped(name: str, closed_label: str) -> dict[tuple[str, ...], dict[str, float]]:
+    """Series of a closed-set family grouped by every label except the closed one."""
+    groups: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
+    for s in _samples(name):
+        key = tuple(v for k, v in s.labels.items() if k != closed_label)
+        groups[key][s.labels[closed_label]] = s.value
+    return groups
+
+
+DOMAINS = {r.domain for r in REPORTS.values()}
+
+
+@pytest.mark.parametrize(
+    ("name", "label", "members", "one_hot"),
+    [
+        ("mx_dns_status", "status", DnsStatus, True),
+        ("mx_misconfiguration", "kind", Misconfiguration, False),
+        ("mx_smtp_outcome", "outcome", SmtpOutcome, True),
+        ("mx_delivery_preference", "sender", Sender, False),
+    ],
+)
+def test_closed_sets_are_complete(name: str, label: str, members: type[StrEnum], one_hot: bool) -> None:
+    groups = _grouped(name, label)
+    assert groups, name
+    for key, series in groups.items():
+        assert set(series) == {m.value for m in members}, key
+        if one_hot:
+            assert sorted(series.values()) == [0.0] * (len(series) - 1) + [1.0], key
+    if name != "mx_smtp_outcome":
+        assert {key[0] for key in groups} == DOMAINS
+
+
+def _addresses() -> set[tuple[str, ...]]:
+    return {tuple(s.labels.values()) for s in _samples("mx_smtp_up")}
+
+
+def test_every_address_has_one_outcome_series_set() -> None:
+    assert set(_grouped("mx_smtp_outcome", "outcome")) == _addresses()
+    assert len(_addresses()) == 8  # healthy 3, primary_down 2, fallback 1, nonglobal 2
+
+
+BOUNDED = {
+    "status": {m.value for m in DnsStatus},
+    "kind": {m.value for m in Misconfiguration},
+    "outcome": {m.value for m in SmtpOutcome},
+    "sender": {m.value for m in Sender},
+    "family": {m.value for m in Family},
+    "expectation": {f.name for f in fields(Expectations)},
+}
+
+
+def test_label_values_stay_in_their_bounded_sets() -> None:
+    checked = defaultdict(set)
+    for family in PARSED.values():
+        for s in family.samples:
+            for label, value in s.labels.items():
+                if label in BOUNDED:
+                    assert value in BOUNDED[label], f"{s.name}{s.labels}"
+                    checked[label].add(value)
+                if label == "preference":
+                    assert re.fullmatch(r"0|[1-9][0-9]*", value), f"{s.name}{s.labels}"
+                    checked[label].add(value)
+    assert set(checked) == {*BOUNDED, "preference"}  # every bounded label was really exercised
+
+
+def _value(name: str, **labels: str) -> float:
+    found = [s.value for s in _samples(name) if all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(found) == 1, (name, labels, found)
+    return found[0]
+
+
+def _count(name: str, **labels: str) -> int:
+    return sum(1 for s in _samples(name) if all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_domain_values() -> None:
+    h, p, n, x = "healthy.lab.test", "primary-down.lab.test", "nullmx.lab.test", "nxdomain.lab.test"
+    assert [_value("mx_domain_deliverable", domain=d) for d in (h, p, n, x)] == [1, 1, 0, 0]
+    assert [_value("mx_primary_up", domain=d) for d in (h, p, n, x)] == [1, 0, 0, 0]
+    assert [_value("mx_active_preference", domain=d) for d in (h, p, n, x)] == [10, 20, -1, -1]
+    assert [_value("mx_tiers", domain=d) for d in (h, p, n, x)] == [2, 2, 0, 0]
+    assert _value("mx_delivery_preference", domain="nonglobal.lab.test", sender="next_mx_on_4xx") == -1
+    assert _value("mx_null_mx", domain=n) == 1 and _value("mx_records", domain=n) == 1
+    assert _value("mx_fallback_to_a", domain="fallback.lab.test") == 1
+    assert _value("mx_dns_status", domain=x, status="nxdomain") == 1
+    assert _value("mx_last_probe_timestamp_seconds", domain=x) == FINISHED + 3
+    assert _value("mx_probe_duration_seconds", domain=h) == 0.75
+
+
+def test_optional_series_only_when_known() -> None:
+    assert {s.labels["domain"] for s in _samples("mx_record_ttl_seconds")} == {
+        "healthy.lab.test",
+        "primary-down.lab.test",
+    }
+    refused = {"address": "127.0.0.23"}
+    assert _count("mx_smtp_connect_duration_seconds", **refused) == 0
+    assert _count("mx_smtp_greeting_duration_seconds", **refused) == 0
+    assert _value("mx_smtp_connect_duration_seconds", address="127.0.0.20") == 0.002
+    assert _count("mx_smtp_greeting_duration_seconds", address="127.0.0.20") == 0
+    # TLS: only the healthy mx1 addresses have facts; ::1 failed its handshake: no version or cert facts.
+    assert {s.labels["address"]: s.value for s in _samples("mx_smtp_tls_handshake_success")} == {
+        "127.0.0.10": 1,
+        "::1": 0,
+    }
+    assert [(s.labels["address"], s.labels["version"]) for s in _samples("mx_smtp_tls_version_info")] == [
+        ("127.0.0.10", "TLSv1.3")
+    ]
+    assert [s.labels["address"] for s in _samples("mx_smtp_tls_cert_not_after_timestamp_seconds")] == [
+        "127.0.0.10"
+    ]
+    assert _value("mx_smtp_tls_cert_valid", address="127.0.0.10") == 0
+
+
+def test_expectations_only_when_configured() -> None:
+    got = {(s.labels["domain"], s.labels["expectation"]): s.value for s in _samples("mx_expectation_met")}
+    assert got == {
+        ("healthy.lab.test", "min_tiers"): 1,
+        ("healthy.lab.test", "starttls"): 0,  # ::1 and mx2 accept without STARTTLS
+        ("healthy.lab.test", "deliverable"): 1,
+        ("nullmx.lab.test", "null_mx"): 1,
+    }
+
+
+def test_exchanges_tiers_and_misconfigurations() -> None:
+    d = "nonglobal.lab.test"
+    assert _value("mx_tier_exchanges", domain="healthy.lab.test", preference="10") == 1
+    assert _value("mx_tier_exchanges_up", domain="healthy.lab.test", preference="20") == 1
+    assert _value("mx_exchange_addresses", exchange="mx1.healthy.lab.test", family="ipv6") == 1
+    assert _value("mx_exchange_addresses", exchange="nohost.nonglobal.lab.test", family="ipv4") == 0
+    assert _value("mx_exchange_up", exchange="nohost.nonglobal.lab.test") == 0
+    assert _value("mx_smtp_outcome", domain=d, address="10.255.255.1", outcome="skipped") == 1
+    assert _value("mx_smtp_greeting_code", address="127.0.0.20") == 421
+    flagged = {
+        s.labels["kind"] for s in _samples("mx_misconfiguration") if s.labels["domain"] == d and s.value
+    }
+    assert flagged == {"non_global_address", "unresolvable_target", "cname_target"}
+
+
+def test_no_reports_yields_every_family_without_samples() -> None:
+    families = domain_families([])
+    assert [f.name for f in families] == [m.name for m in DOMAIN_SPECS]
+    assert all(f.samples == [] for f in families)
+    lines = render([]).decode().splitlines()
+    assert lines and all(line.startswith(("# HELP ", "# TYPE ")) for line in lines)
+
+
+def test_same_domain_twice_last_one_wins_without_duplicates() -> None:
+    old, other = REPORTS["primary_down"], REPORTS["healthy"]
+    new = build_report(
+        *domain("primary-down.lab.test", (10, "mx1.primary-down.lab.test", (res("127.0.0.30"),))),
+        0.1,
+        FINISHED + 9,
+    )
+    assert render([old, other, new]) == render([new, other])
+    assert render([old, other, new]) != render([other, new])  # first appearance keeps its place
+
+
+def test_missing_sender_in_a_hand_built_verdict_is_derived() -> None:
+    r = REPORTS["primary_down"]
+    bare = DomainReport(r.resolution, r.tiers, Verdict(True, False, 20, 10), r.probe_seconds, r.finished_at)
+    assert render([bare]) == render([r])
+
+
+def test_collector_never_collects_on_register_and_reads_the_source_each_scrape() -> None:
+    calls: list[int] = []
+    current = [REPORTS["nxdomain"]]
+
+    def source() -> list[DomainReport]:
+        calls.append(1)
+        return list(current)
+
+    registry = CollectorRegistry()
+    collector = ReportCollector(source)
+    assert list(collector.describe()) == []
+    registry.register(collector)
+    assert calls == []
+    assert b'domain="nxdomain.lab.test"' in generate_latest(registry)
+    current[:] = [REPORTS["null_mx"]]
+    text = generate_latest(registry)
+    assert b'domain="nullmx.lab.test"' in text and b"nxdomain.lab.test" not in text
+    assert len(calls) == 2
+
+
+# --- naming rules over the whole catalogue (not only what the collector emits)
+CATALOGUE = metrics.CATALOGUE + metrics.PROBE_CATALOGUE
+NON_BASE_UNITS = (
+    "milliseconds",
+    "microseconds",
+    "minutes",
+    "hours",
+    "days",
+    "ms",
+    "kilobytes",
+    "megabytes",
+    "percent",
+)
+
+
+@pytest.mark.parametrize("m", CATALOGUE, ids=lambda m: m.name)
+def test_metric_naming(m: metrics.MetricSpec) -> None:
+    n = m.name
+    assert re.fullmatch(r"mx_[a-z0-9]+(_[a-z0-9]+)*", n), "lower snake_case with the mx_ prefix"
+    if m in metrics.PROBE_CATALOGUE:
+        assert n.startswith("mx_probe_"), "/probe-only metrics"
+    else:
+        assert n.startswith("mx_exporter_") == ("domain" not in m.labels), (
+            "mx_exporter_ = the exporter itself"
+        )
+    assert not n.endswith(("_total", "_count", "_sum", "_bucket", "_created")), (
+        "suffix reserved by exposition"
+    )
+    assert not any(n.endswith("_" + unit) or f"_{unit}_" in n for unit in NON_BASE_UNITS), "base units only"
+    words = set(n.split("_"))
+    if words & {"duration", "time", "ttl", "age", "latency", "timestamp", "seconds"}:
+        assert n.endswith("_seconds"), "times and durations in seconds"
+    if "timestamp" in n:
+        assert n.endswith("_timestamp_seconds"), "points in time end in _timestamp_seconds"
+    if n.endswith("_info") or "always 1" in m.help.lower():
+        assert n.endswith("_info") and m.type in {"gauge", "info"} and m.labels, (
+            "info-style: _info, labels, 1"
+        )
+    assert m.help.strip() and "\n" not in m.help
+    assert len(set(m.labels)) == len(m.labels)
+    for label in m.labels:
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", label) and label not in {"le", "quantile"}, label
+
+
+def test_exposed_names_never_collide() -> None:
+    exposed: list[str] = []
+    for m in CATALOGUE:
+        base = metrics.exposed_name(m)
+        exposed.append(base)
+        if m.type == "histogram":
+            exposed += [base + "_bucket", base + "_sum", base + "_count"]
+    assert len(exposed) == len(set(exposed))
+
+
+def test_hand_built_duplicates_never_become_duplicate_series() -> None:
+    """build_tiers already dedupes; the collector guards reports built any other way (first series wins)."""
+    r = REPORTS["primary_down"]
+    tier = r.tiers[1]
+    ex = tier.exchanges[0]
+    doubled = Exchange(
+        ex.name, ex.preference, (*ex.addresses, res(ex.addresses[0].address, Out.GREETING_5XX))
+    )
+    tiers = (r.tiers[0], Tier(tier.preference, (doubled,)))
+    text = render([DomainReport(r.resolution, tiers, r.verdict, r.probe_seconds, r.finished_at)]).decode()
+    keys = [
+        (s.name, tuple(sorted(s.labels.items())))
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    ]
+    assert len(keys) == len(set(keys))
+    assert 'outcome="accepted",preference="20"} 1.0' in text

@@ -63,7 +63,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     ),
     # --- DNS facts
     MetricSpec("mx_records", "gauge", DOMAIN, "MX records in the answer, 0 when none" + LAST),
-    MetricSpec("mx_tiers", "gauge", DOMAIN, "Distinct MX preference values" + LAST),
+    MetricSpec("mx_tiers", "gauge", DOMAIN, "Distinct MX preference values (1 for an implicit MX)" + LAST),
     MetricSpec(
         "mx_preference_gap",
         "gauge",

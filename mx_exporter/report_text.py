@@ -1,0 +1,339 @@
+"""`mx-exporter check` output: exit codes, a one-line verdict, a readable table and a JSON form.
+
+Pure functions of a finished ``DomainReport``. Text that came from DNS or an SMTP peer goes through ``clean``
+first, so a hostile banner or detail can never inject terminal escape sequences. The JSON form follows
+docs/check-json-schema.json.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from mx_exporter.model import (
+    AddressResult,
+    DnsStatus,
+    DomainReport,
+    Exchange,
+    Misconfiguration,
+    SmtpOutcome,
+    TlsFacts,
+)
+
+EXIT_OK = 0  # deliverable and primary up, or a null MX by design
+EXIT_PRIMARY_DOWN = 1  # deliverable through a backup tier only
+EXIT_UNDELIVERABLE = 2  # no tier accepts, no mail hosts, or the domain does not exist
+EXIT_DNS_ERROR = 3  # servfail, timeout or another DNS error: senders retry later
+
+TEMPORARY_DNS: frozenset[DnsStatus] = frozenset({DnsStatus.SERVFAIL, DnsStatus.TIMEOUT})
+DNS_FAILURES: frozenset[DnsStatus] = TEMPORARY_DNS | {DnsStatus.ERROR}
+
+MISCONFIGURATION_TEXT: dict[Misconfiguration, str] = {
+    Misconfiguration.CNAME_TARGET: "an MX target is a CNAME (RFC 2181 §10.3): some senders refuse it",
+    Misconfiguration.IP_LITERAL_TARGET: "an MX target looks like an IP address instead of a host name",
+    Misconfiguration.UNRESOLVABLE_TARGET: "an MX target has no A/AAAA address",
+    Misconfiguration.NULL_MX_MIXED: "a null MX '.' is mixed with other MX records (RFC 7505 §3)",
+    Misconfiguration.DUPLICATE_EXCHANGE: "the same exchange is listed at two preferences",
+    Misconfiguration.NON_GLOBAL_ADDRESS: "an MX target resolves to a non-global address (never probed)",
+}
+
+MAX_FIELD = 200  # characters kept of one peer-provided text
+
+_ANSI = {"green": "32", "yellow": "33", "red": "31", "magenta": "35", "bold": "1", "dim": "2"}
+_EXIT_COLOUR = {
+    EXIT_OK: "green",
+    EXIT_PRIMARY_DOWN: "yellow",
+    EXIT_UNDELIVERABLE: "red",
+    EXIT_DNS_ERROR: "magenta",
+}
+
+
+def clean(text: str, limit: int = MAX_FIELD) -> str:
+    """Make peer/DNS text safe for a terminal: control and format characters become visible escapes."""
+    out: list[str] = []
+    for ch in text[: limit + 1]:
+        if unicodedata.category(ch)[0] in ("C", "Z") and ch != " ":
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    result = "".join(out)
+    return result if len(text) <= limit else result[:limit] + "…"
+
+
+def exit_code(report: DomainReport) -> int:
+    """0 ok (or null MX by design), 1 primary down but deliverable, 2 undeliverable, 3 DNS failure."""
+    resolution = report.resolution
+    if resolution.status in DNS_FAILURES:
+        return EXIT_DNS_ERROR
+    if resolution.null_mx:
+        return EXIT_OK
+    if report.verdict.deliverable:
+        return EXIT_OK if report.verdict.primary_up else EXIT_PRIMARY_DOWN
+    return EXIT_UNDELIVERABLE
+
+
+def worst_exit_code(codes: Iterable[int]) -> int:
+    """The exit status of a run over several domains: the worst one (0 when there are none)."""
+    return max(codes, default=EXIT_OK)
+
+
+def verdict_line(report: DomainReport) -> str:
+    """One line a human reads first; the prefix (before ':' or ',') is stable for scripts that grep."""
+    resolution, verdict = report.resolution, report.verdict
+    status = resolution.status
+    if status in TEMPORARY_DNS:
+        return f"DNS FAILURE: {status.value} (temporary)"
+    if status is DnsStatus.ERROR:
+        return "DNS FAILURE: error"
+    if resolution.null_mx:
+        return "NULL MX: accepts no mail by design"
+    implicit = ", implicit MX from the domain's A/AAAA" if resolution.fallback_to_a else ""
+    if verdict.deliverable and verdict.primary_up:
+        return f"DELIVERABLE, primary up (pref {verdict.active_preference}){implicit}"
+    if verdict.deliverable:
+        return f"DEGRADED: primary tier down, delivering to backup pref {verdict.active_preference}"
+    if status is DnsStatus.NXDOMAIN:
+        return "UNDELIVERABLE: the domain does not exist (nxdomain)"
+    if not report.tiers:
+        if status is DnsStatus.NODATA:
+            return "UNDELIVERABLE: no MX and no A/AAAA (nodata)"
+        return "UNDELIVERABLE: no usable mail hosts"
+    if not any(e.addresses for t in report.tiers for e in t.exchanges):
+        return "UNDELIVERABLE: no exchange has an address"
+    return "UNDELIVERABLE: no tier accepts"
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def _starttls(result: AddressResult) -> str:
+    if result.outcome is not SmtpOutcome.ACCEPTED and not result.starttls_advertised:
+        return "-"
+    if not result.starttls_advertised:
+        return "no"
+    tls = result.tls
+    if tls is None:
+        return "yes"
+    if not tls.handshake_ok:
+        return "yes, handshake failed"
+    version = clean(tls.version or "", 20)
+    valid = "" if tls.cert_valid is None else (" cert ok" if tls.cert_valid else " cert invalid")
+    return f"yes {version}{valid}".rstrip()
+
+
+def _colour(text: str, name: str | None, color: bool) -> str:
+    if not color or name is None or not text:
+        return text
+    return f"\x1b[{_ANSI[name]}m{text}\x1b[0m"
+
+
+Cell = tuple[str, str | None]  # text, colour name
+
+
+def _table(rows: list[list[Cell]], color: bool) -> list[str]:
+    """Left-aligned columns two spaces apart; widths from the plain text so colour never skews them."""
+    widths = [max(len(row[i][0]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        parts = []
+        for i, (text, colour) in enumerate(row):
+            pad = "" if i == len(row) - 1 else " " * (widths[i] - len(text))
+            parts.append(_colour(text, colour, color) + pad)
+        lines.append("  ".join(parts).rstrip())
+    return lines
+
+
+def _outcome_colour(outcome: SmtpOutcome) -> str:
+    if outcome is SmtpOutcome.ACCEPTED:
+        return "green"
+    return "yellow" if outcome is SmtpOutcome.SKIPPED else "red"
+
+
+def _address_rows(report: DomainReport) -> list[list[Cell]]:
+    header = ["PREF", "EXCHANGE", "ADDRESS", "FAMILY", "OUTCOME", "CODE", "CONNECT", "GREETING", "STARTTLS"]
+    rows: list[list[Cell]] = [[(h, "bold") for h in header]]
+    for tier in report.tiers:
+        pref = str(tier.preference)
+        for exchange in tier.exchanges:
+            name = clean(exchange.name)
+            if not exchange.addresses:
+                rows.append([(pref, None), (name, None), ("(no address)", "red")] + [("", None)] * 6)
+                pref = ""
+            for result in exchange.addresses:
+                code = str(result.greeting_code) if result.greeting_code else "-"
+                rows.append(
+                    [
+                        (pref, None),
+                        (name, None),
+                        (clean(result.address, 64), None),
+                        (result.family.value, None),
+                        (result.outcome.value, _outcome_colour(result.outcome)),
+                        (code, None),
+                        (_ms(result.connect_seconds), None),
+                        (_ms(result.greeting_seconds), None),
+                        (_starttls(result), None),
+                    ]
+                )
+                pref, name = "", ""
+    return rows
+
+
+def _tls_problem(result: AddressResult, tls: TlsFacts | None) -> str | None:
+    if tls is None:
+        return None
+    if not tls.handshake_ok:
+        return "STARTTLS handshake failed"
+    if tls.cert_valid is False:
+        return "TLS certificate not valid (chain or name)"
+    return None
+
+
+def _exchange_problems(exchange: Exchange) -> list[str]:
+    lines = []
+    name = clean(exchange.name)
+    for kind in sorted(exchange.problems):
+        target = exchange.cname_target if kind is Misconfiguration.CNAME_TARGET else None
+        lines.append(f"{name}: {kind.value}" + (f" (CNAME to {clean(target)})" if target else ""))
+    for result in exchange.addresses:
+        where = f"{clean(result.address, 64)} ({name})"
+        if not result.up:
+            detail = f": {clean(result.detail)}" if result.detail else ""
+            lines.append(f"{where}: {result.outcome.value}{detail}")
+        tls_problem = _tls_problem(result, result.tls)
+        if tls_problem:
+            lines.append(f"{where}: {tls_problem}")
+    return lines
+
+
+def problems(report: DomainReport) -> list[str]:
+    """Everything worth a human's attention, one line each, already cleaned of control characters."""
+    resolution, verdict = report.resolution, report.verdict
+    lines = []
+    if resolution.detail:
+        lines.append(f"DNS: {clean(resolution.detail)}")
+    lines += [f"{kind.value}: {MISCONFIGURATION_TEXT[kind]}" for kind in sorted(resolution.misconfigurations)]
+    for tier in report.tiers:
+        for exchange in tier.exchanges:
+            lines += _exchange_problems(exchange)
+    lines += [f"expectation {name} not met" for name, met in verdict.expectations.items() if not met]
+    prefs = verdict.delivery_preference
+    if len(set(prefs.values())) > 1:
+        said = ", ".join(
+            f"{s.value} -> {'queue' if p < 0 else f'pref {p}'}" for s, p in sorted(prefs.items())
+        )
+        lines.append(f"senders disagree: {said}")
+    return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _heading(report: DomainReport) -> str:
+    resolution = report.resolution
+    facts = [
+        f"DNS {resolution.status.value}",
+        _count(resolution.mx_records, "MX record"),
+        _count(len(report.tiers), "tier"),
+    ]
+    if resolution.ttl is not None:
+        facts.append(f"TTL {resolution.ttl} s")
+    if resolution.fallback_to_a:
+        facts.append("implicit MX (fallback to A/AAAA)")
+    if resolution.null_mx:
+        facts.append("null MX")
+    when = datetime.fromtimestamp(report.finished_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    facts.append(f"probed in {report.probe_seconds:.2f} s at {when}")
+    return f"{clean(report.domain)} - " + ", ".join(facts)
+
+
+def render_text(report: DomainReport, *, color: bool) -> str:
+    """The per-domain block `check` prints: heading, address table, problems and the verdict line."""
+    lines = [_colour(_heading(report), "bold", color)]
+    if report.tiers:
+        lines += ["  " + line for line in _table(_address_rows(report), color)]
+    found = problems(report)
+    if found:
+        lines.append("  Problems:")
+        lines += [f"    - {p}" for p in found]
+    verdict = _colour(verdict_line(report), _EXIT_COLOUR[exit_code(report)], color)
+    lines.append(f"  Verdict: {verdict}")
+    return "\n".join(lines)
+
+
+def _address_json(result: AddressResult) -> dict[str, Any]:
+    tls = result.tls
+    return {
+        "address": result.address,
+        "family": result.family.value,
+        "outcome": result.outcome.value,
+        "up": result.up,
+        "greeting_code": result.greeting_code,
+        "ehlo_code": result.ehlo_code,
+        "connect_seconds": result.connect_seconds,
+        "greeting_seconds": result.greeting_seconds,
+        "session_seconds": result.session_seconds,
+        "starttls_advertised": result.starttls_advertised,
+        "tls": None
+        if tls is None
+        else {
+            "handshake_ok": tls.handshake_ok,
+            "version": tls.version,
+            "cert_not_after": tls.cert_not_after,
+            "cert_valid": tls.cert_valid,
+        },
+        "detail": result.detail,
+    }
+
+
+def _exchange_json(exchange: Exchange) -> dict[str, Any]:
+    return {
+        "name": exchange.name,
+        "up": exchange.up,
+        "cname_target": exchange.cname_target,
+        "problems": sorted(p.value for p in exchange.problems),
+        "addresses": [_address_json(a) for a in exchange.addresses],
+    }
+
+
+def to_json(report: DomainReport) -> dict[str, Any]:
+    """One domain as plain JSON types (docs/check-json-schema.json, ``$defs/domain``)."""
+    resolution, verdict = report.resolution, report.verdict
+    return {
+        "domain": report.domain,
+        "exit_code": exit_code(report),
+        "verdict_line": verdict_line(report),
+        "dns": {
+            "status": resolution.status.value,
+            "mx_records": resolution.mx_records,
+            "null_mx": resolution.null_mx,
+            "fallback_to_a": resolution.fallback_to_a,
+            "ttl": resolution.ttl,
+            "detail": resolution.detail,
+        },
+        "misconfigurations": sorted(m.value for m in resolution.misconfigurations),
+        "verdict": {
+            "deliverable": verdict.deliverable,
+            "primary_up": verdict.primary_up,
+            "active_preference": verdict.active_preference,
+            "preference_gap": verdict.preference_gap,
+            "delivery_preference": {s.value: p for s, p in sorted(verdict.delivery_preference.items())},
+            "expectations": dict(verdict.expectations),
+        },
+        "tiers": [
+            {"preference": t.preference, "up": t.up, "exchanges": [_exchange_json(e) for e in t.exchanges]}
+            for t in report.tiers
+        ],
+        "probe_seconds": report.probe_seconds,
+        "finished_at": report.finished_at,
+    }
+
+
+def json_document(reports: Iterable[DomainReport]) -> dict[str, Any]:
+    """The whole `check --output json` document: every domain and the run's (worst) exit code."""
+    domains = [to_json(r) for r in reports]
+    return {"domains": domains, "exit_code": worst_exit_code(d["exit_code"] for d in domains)}

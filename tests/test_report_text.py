@@ -1,0 +1,387 @@
+"""Table tests for `mx-exporter check` output: exit codes, verdict lines, the text table and the JSON schema.
+
+Reports are literal model data built by hand (no DNS, no SMTP), one builder per lab-like situation; the status
+page tests reuse the same builders.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from mx_exporter.model import (
+    AddressResult,
+    DnsStatus,
+    DomainReport,
+    Exchange,
+    Family,
+    Misconfiguration,
+    Resolution,
+    Sender,
+    SmtpOutcome,
+    Tier,
+    TlsFacts,
+    Verdict,
+)
+from mx_exporter.report_text import (
+    clean,
+    exit_code,
+    json_document,
+    problems,
+    render_text,
+    to_json,
+    verdict_line,
+    worst_exit_code,
+)
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "docs" / "check-json-schema.json"
+UP = SmtpOutcome.ACCEPTED
+N4, NU = Sender.NEXT_MX_ON_4XX, Sender.NEXT_MX_ON_UNREACHABLE
+FINISHED = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+HOSTILE_NAME = "<script>alert(1)</script>.evil.test"
+HOSTILE_CNAME = '"><img src=x onerror=alert(2)>'
+HOSTILE_DETAIL = "\x1b]0;pwned\x07\x1b[2J<script>alert(3)</script>\u202egnp.exe"
+
+
+def addr(ip: str, outcome: SmtpOutcome = UP, **kw: Any) -> AddressResult:
+    """An address result whose code and timings look like a real session with that outcome."""
+    codes = {
+        UP: 220,
+        SmtpOutcome.GREETING_4XX: 421,
+        SmtpOutcome.GREETING_5XX: 554,
+        SmtpOutcome.EHLO_FAILED: 220,
+    }
+    contacted = outcome not in (
+        SmtpOutcome.CONNECTION_REFUSED,
+        SmtpOutcome.CONNECT_TIMEOUT,
+        SmtpOutcome.SKIPPED,
+    )
+    kw.setdefault("greeting_code", codes.get(outcome, 0))
+    kw.setdefault("connect_seconds", 0.0012 if contacted else None)
+    kw.setdefault("greeting_seconds", 0.0345 if outcome in codes else None)
+    family = Family.IPV6 if ":" in ip else Family.IPV4
+    return AddressResult(ip, family, outcome, **kw)
+
+
+def ex(name: str, pref: int, *addresses: AddressResult, **kw: Any) -> Exchange:
+    return Exchange(name, pref, addresses, **kw)
+
+
+def report(
+    domain: str,
+    *exchanges: Exchange,
+    verdict: tuple[bool, bool, int],
+    status: DnsStatus = DnsStatus.OK,
+    delivery: tuple[int, int] | None = None,
+    expectations: dict[str, bool] | None = None,
+    **resolution: Any,
+) -> DomainReport:
+    """A report with tiers grouped from the exchanges; the verdict is given by hand, not computed."""
+    prefs = sorted({x.preference for x in exchanges})
+    tiers = tuple(Tier(p, tuple(x for x in exchanges if x.preference == p)) for p in prefs)
+    resolution.setdefault("mx_records", len(exchanges))
+    resolution.setdefault("ttl", 300 if status is DnsStatus.OK else None)
+    deliverable, primary_up, active = verdict
+    gap = prefs[1] - prefs[0] if len(prefs) > 1 else 0
+    both = delivery if delivery is not None else (active, active)
+    return DomainReport(
+        resolution=Resolution(domain, status, **resolution),
+        tiers=tiers,
+        verdict=Verdict(deliverable, primary_up, active, gap, {N4: both[0], NU: both[1]}, expectations or {}),
+        probe_seconds=0.42,
+        finished_at=FINISHED,
+    )
+
+
+def healthy() -> DomainReport:
+    tls = TlsFacts(True, "TLSv1.3", FINISHED + 86400 * 30, True)
+    return report(
+        "healthy.lab.test",
+        ex("mx1.healthy.lab.test", 10, addr("127.0.0.10", starttls_advertised=True, tls=tls), addr("::1")),
+        ex("mx2.healthy.lab.test", 20, addr("127.0.0.11")),
+        verdict=(True, True, 10),
+    )
+
+
+def primary_down() -> DomainReport:
+    refused = addr("127.0.0.23", SmtpOutcome.CONNECTION_REFUSED, detail="[Errno 111] Connection refused")
+    return report(
+        "primary-down.lab.test",
+        ex("mx1.primary-down.lab.test", 10, refused),
+        ex("mx2.primary-down.lab.test", 20, addr("127.0.0.11")),
+        verdict=(True, False, 20),
+    )
+
+
+def undeliverable() -> DomainReport:
+    return report(
+        "undeliverable.lab.test",
+        ex("mx1.undeliverable.lab.test", 10, addr("127.0.0.23", SmtpOutcome.CONNECTION_REFUSED)),
+        ex(
+            "mx2.undeliverable.lab.test",
+            20,
+            addr("127.0.0.22", SmtpOutcome.GREETING_TIMEOUT, detail="no greeting"),
+        ),
+        verdict=(False, False, -1),
+        delivery=(-1, -1),
+    )
+
+
+def null_mx() -> DomainReport:
+    return report("nullmx.lab.test", verdict=(False, False, -1), null_mx=True, mx_records=1)
+
+
+def fallback() -> DomainReport:
+    return report(
+        "fallback.lab.test",
+        ex("fallback.lab.test", 0, addr("127.0.0.10")),
+        verdict=(True, True, 0),
+        status=DnsStatus.NODATA,
+        fallback_to_a=True,
+        mx_records=0,
+    )
+
+
+def dns_only(status: DnsStatus, detail: str = "") -> Callable[[], DomainReport]:
+    def build() -> DomainReport:
+        return report(f"{status.value}.lab.test", verdict=(False, False, -1), status=status, detail=detail)
+
+    return build
+
+
+def unresolvable_only() -> DomainReport:
+    bad = frozenset({Misconfiguration.UNRESOLVABLE_TARGET})
+    return report(
+        "unresolvable.lab.test",
+        ex("nohost.unresolvable.lab.test", 10, problems=bad),
+        verdict=(False, False, -1),
+        misconfigurations=bad,
+    )
+
+
+def hostile() -> DomainReport:
+    """Names and details a hostile zone or peer could send: markup and terminal escapes."""
+    flags = frozenset({Misconfiguration.CNAME_TARGET})
+    bad = addr("127.0.0.20", SmtpOutcome.GREETING_4XX, detail=HOSTILE_DETAIL)
+    return report(
+        "evil.test",
+        ex(HOSTILE_NAME, 10, bad, cname_target=HOSTILE_CNAME, problems=flags),
+        ex("mx2.evil.test", 20, addr("127.0.0.11", detail=HOSTILE_DETAIL)),
+        verdict=(True, False, 20),
+        delivery=(20, -1),
+        misconfigurations=flags,
+        detail=HOSTILE_DETAIL,
+        expectations={"min_tiers": True, "starttls": False},
+    )
+
+
+CASES: list[tuple[Callable[[], DomainReport], int, str]] = [
+    (healthy, 0, "DELIVERABLE, primary up (pref 10)"),
+    (primary_down, 1, "DEGRADED: primary tier down, delivering to backup pref 20"),
+    (undeliverable, 2, "UNDELIVERABLE: no tier accepts"),
+    (null_mx, 0, "NULL MX: accepts no mail by design"),
+    (fallback, 0, "DELIVERABLE, primary up (pref 0), implicit MX from the domain's A/AAAA"),
+    (dns_only(DnsStatus.NXDOMAIN), 2, "UNDELIVERABLE: the domain does not exist (nxdomain)"),
+    (dns_only(DnsStatus.NODATA), 2, "UNDELIVERABLE: no MX and no A/AAAA (nodata)"),
+    (dns_only(DnsStatus.SERVFAIL, "all nameservers failed"), 3, "DNS FAILURE: servfail (temporary)"),
+    (dns_only(DnsStatus.TIMEOUT), 3, "DNS FAILURE: timeout (temporary)"),
+    (dns_only(DnsStatus.ERROR, "malformed answer"), 3, "DNS FAILURE: error"),
+    (unresolvable_only, 2, "UNDELIVERABLE: no exchange has an address"),
+    (hostile, 1, "DEGRADED: primary tier down, delivering to backup pref 20"),
+]
+IDS = [c[0]().domain for c in CASES]
+ANSI_SGR = re.compile(r"\x1b\[\d+m")
+
+
+@pytest.mark.parametrize(("build", "code", "line"), CASES, ids=IDS)
+def test_exit_code_and_verdict_line(build: Callable[[], DomainReport], code: int, line: str) -> None:
+    r = build()
+    assert exit_code(r) == code
+    assert verdict_line(r) == line
+
+
+def test_status_ok_without_mail_hosts_is_undeliverable() -> None:
+    r = report("empty.lab.test", verdict=(False, False, -1), mx_records=0)
+    assert (exit_code(r), verdict_line(r)) == (2, "UNDELIVERABLE: no usable mail hosts")
+
+
+@pytest.mark.parametrize(
+    ("codes", "worst"), [([0, 1, 3, 2], 3), ([1, 1], 1), ([0], 0), ([2, 0, 1], 2), ([], 0)]
+)
+def test_worst_exit_code(codes: list[int], worst: int) -> None:
+    assert worst_exit_code(codes) == worst
+    assert worst_exit_code(iter(codes)) == worst
+
+
+def test_text_table_columns_line_up() -> None:
+    text = render_text(healthy(), color=False)
+    lines = text.splitlines()
+    header = next(line for line in lines if "ADDRESS" in line)
+    rows = [line for line in lines if "127.0.0." in line or "::1" in line]
+    assert len(rows) == 3
+    for column, values in (("ADDRESS", ["127.0.0.10", "::1", "127.0.0.11"]), ("OUTCOME", ["accepted"] * 3)):
+        start = header.index(column)
+        assert [row[start : start + len(v)] for row, v in zip(rows, values, strict=True)] == values
+    assert (
+        "mx1.healthy.lab.test" in rows[0] and "mx1.healthy.lab.test" not in rows[1]
+    )  # name once per exchange
+    assert "1.2 ms" in rows[0] and "34.5 ms" in rows[0]
+    assert "yes TLSv1.3 cert ok" in rows[0]
+    assert lines[-1] == "  Verdict: DELIVERABLE, primary up (pref 10)"
+    assert lines[0].startswith("healthy.lab.test - DNS ok, 2 MX records, 2 tiers, TTL 300 s")
+    assert "2023-11-14T22:13:20Z" in lines[0]
+
+
+def test_colour_only_when_asked_and_alignment_kept() -> None:
+    for build, _, _ in CASES:
+        r = build()
+        plain, coloured = render_text(r, color=False), render_text(r, color=True)
+        assert "\x1b" not in plain
+        assert "\x1b[" in coloured
+        assert ANSI_SGR.sub("", coloured) == plain
+    assert "\x1b[32maccepted\x1b[0m" in render_text(healthy(), color=True)
+    assert "\x1b[33mDEGRADED" in render_text(primary_down(), color=True)
+
+
+def test_peer_text_cannot_inject_terminal_escapes() -> None:
+    r = hostile()
+    for color in (False, True):
+        text = render_text(r, color=color)
+        # The only escape sequences left are our own colour codes; the bell and the OSC title are gone.
+        assert "\x1b" not in ANSI_SGR.sub("", text)
+        assert "\x07" not in text and "\u202e" not in text
+    text = render_text(r, color=False)
+    assert "\\x1b]0;pwned\\x07\\x1b[2J" in text
+    assert "\\u202egnp.exe" in text
+
+
+def test_problems_list_everything_worth_attention() -> None:
+    found = problems(primary_down())
+    assert found == [
+        "127.0.0.23 (mx1.primary-down.lab.test): connection_refused: [Errno 111] Connection refused"
+    ]
+    found = problems(hostile())
+    assert found[0].startswith("DNS: \\x1b]0;pwned")
+    assert "cname_target: an MX target is a CNAME (RFC 2181 §10.3): some senders refuse it" in found
+    assert any(p.startswith(f"{HOSTILE_NAME}: cname_target (CNAME to {HOSTILE_CNAME})") for p in found)
+    assert "expectation starttls not met" in found
+    assert "expectation min_tiers not met" not in found
+    assert "senders disagree: next_mx_on_4xx -> pref 20, next_mx_on_unreachable -> queue" in found
+    assert problems(healthy()) == []
+
+
+def test_starttls_handshake_failure_is_a_problem() -> None:
+    bad_tls = addr("127.0.0.10", starttls_advertised=True, tls=TlsFacts(False))
+    r = report("tls.lab.test", ex("mx.tls.lab.test", 10, bad_tls), verdict=(True, True, 10))
+    assert problems(r) == ["127.0.0.10 (mx.tls.lab.test): STARTTLS handshake failed"]
+    assert "yes, handshake failed" in render_text(r, color=False)
+
+
+def test_clean_escapes_and_bounds() -> None:
+    assert clean("mx1.example.org") == "mx1.example.org"
+    assert clean("a\tb\nc\x00\x7f\x9b") == "a\\x09b\\x0ac\\x00\\x7f\\x9b"
+    assert clean("x\u2028y") == "x\\u2028y"
+    assert clean("é ok") == "é ok"
+    long = clean("a" * 500)
+    assert long == "a" * 200 + "…"
+    assert clean("b" * 200) == "b" * 200
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(loaded)
+    return loaded
+
+
+def test_json_document_matches_schema(schema: dict[str, Any]) -> None:
+    reports = [build() for build, _, _ in CASES]
+    doc = json_document(reports)
+    jsonschema.Draft202012Validator(schema).validate(json.loads(json.dumps(doc)))
+    assert doc["exit_code"] == 3
+    assert [d["exit_code"] for d in doc["domains"]] == [code for _, code, _ in CASES]
+    assert [d["verdict_line"] for d in doc["domains"]] == [line for _, _, line in CASES]
+
+
+def test_json_fields(schema: dict[str, Any]) -> None:
+    doc = to_json(healthy())
+    first = doc["tiers"][0]["exchanges"][0]["addresses"][0]
+    assert first == {
+        "address": "127.0.0.10",
+        "family": "ipv4",
+        "outcome": "accepted",
+        "up": True,
+        "greeting_code": 220,
+        "ehlo_code": 0,
+        "connect_seconds": 0.0012,
+        "greeting_seconds": 0.0345,
+        "session_seconds": None,
+        "starttls_advertised": True,
+        "tls": {
+            "handshake_ok": True,
+            "version": "TLSv1.3",
+            "cert_not_after": FINISHED + 86400 * 30,
+            "cert_valid": True,
+        },
+        "detail": "",
+    }
+    assert doc["verdict"] == {
+        "deliverable": True,
+        "primary_up": True,
+        "active_preference": 10,
+        "preference_gap": 10,
+        "delivery_preference": {"next_mx_on_4xx": 10, "next_mx_on_unreachable": 10},
+        "expectations": {},
+    }
+    assert doc["dns"] == {
+        "status": "ok",
+        "mx_records": 2,
+        "null_mx": False,
+        "fallback_to_a": False,
+        "ttl": 300,
+        "detail": "",
+    }
+    assert [t["preference"] for t in doc["tiers"]] == [10, 20]
+    hostile_doc = to_json(hostile())
+    assert hostile_doc["tiers"][0]["exchanges"][0]["problems"] == ["cname_target"]
+    assert (
+        hostile_doc["tiers"][0]["exchanges"][0]["addresses"][0]["detail"] == HOSTILE_DETAIL
+    )  # raw: JSON escapes
+
+
+@pytest.mark.parametrize(
+    ("path", "bad"),
+    [
+        (("exit_code",), 4),
+        (("domains", 0, "dns", "status"), "weird"),
+        (("domains", 0, "tiers", 0, "exchanges", 0, "addresses", 0, "outcome"), "bogus"),
+        (("domains", 0, "verdict", "active_preference"), -2),
+        (("domains", 0, "misconfigurations"), ["not_a_kind"]),
+        (("domains", 0, "extra"), 1),
+    ],
+)
+def test_schema_rejects_bad_documents(schema: dict[str, Any], path: tuple[Any, ...], bad: Any) -> None:
+    doc = copy.deepcopy(json_document([healthy()]))
+    target: Any = doc
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = bad
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema).validate(doc)
+
+
+def test_schema_enums_follow_the_model(schema: dict[str, Any]) -> None:
+    defs = schema["$defs"]
+    assert defs["address"]["properties"]["outcome"]["enum"] == [o.value for o in SmtpOutcome]
+    assert defs["domain"]["properties"]["dns"]["properties"]["status"]["enum"] == [s.value for s in DnsStatus]
+    assert defs["misconfiguration"]["enum"] == [m.value for m in Misconfiguration]
+    assert defs["address"]["properties"]["family"]["enum"] == [f.value for f in Family]
+    senders = defs["domain"]["properties"]["verdict"]["properties"]["delivery_preference"]["properties"]
+    assert sorted(senders) == sorted(s.value for s in Sender)

@@ -15,7 +15,6 @@ from mx_exporter.engine import Watcher
 from mx_exporter.selfmetrics import ExporterMetrics
 from mx_exporter.settings import ConfigError, Settings, SettingsLoader, split_listen_address
 from mx_exporter.web import ExporterWeb, start_site, stop_site
-from mx_exporter.webconfig import auth_middleware, load_web_config
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +59,8 @@ class Server:
         middlewares: list[Any] = []
         ssl_context = None
         if settings.web.config_file:
+            from mx_exporter.webconfig import auth_middleware, load_web_config
+
             web_config = load_web_config(settings.web.config_file)
             middlewares.append(auth_middleware(web_config))
             ssl_context = web_config.ssl_context()

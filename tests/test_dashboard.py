@@ -1,0 +1,149 @@
+"""Structure of the Grafana dashboard: importable, variables wired, every panel documented and on the catalogue.
+
+These are static checks; tests/test_prometheus_live.py proves every panel query returns data from a real
+Prometheus scraping the real exporter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mx_exporter import metrics
+from tests.test_rules import PROMETHEUS_SERIES, exposed_metric_names, promql_metric_names
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = ROOT / "grafana" / "mx-exporter.json"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+MIN_SCHEMA_VERSION = 39
+GRID_WIDTH = 24
+# Metrics not emitted yet: no panel may show them.
+UNEMITTED_PREFIX = "mx_smtp_tls_"
+
+
+def load() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return data
+
+
+def all_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Top-level panels plus panels nested in collapsed rows."""
+    found = []
+    for panel in dashboard["panels"]:
+        found.append(panel)
+        found.extend(panel.get("panels", []))
+    return found
+
+
+def data_panels() -> list[dict[str, Any]]:
+    return [p for p in all_panels(load()) if p["type"] != "row"]
+
+
+def targets() -> list[tuple[str, dict[str, Any]]]:
+    """(panel title, target) for every query of every panel."""
+    return [(p["title"], t) for p in data_panels() for t in p["targets"]]
+
+
+def variables() -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in load()["templating"]["list"]}
+
+
+def selectors(expr: str) -> list[tuple[str, str]]:
+    """(metric name, matcher text) for every selector; a bare metric name gets an empty matcher text."""
+    # Blank string contents (same length, so positions still match ``expr``): braces in strings are text.
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', lambda m: '"' + "x" * (len(m.group()) - 2) + '"', expr)
+    found = []
+    for match in re.finditer(r"(?<![\w.:$])([A-Za-z_:][\w:]*)(?![\w:])(\s*\{[^}]*\})?", text):
+        name = match.group(1)
+        if name in promql_metric_names(expr):
+            start, end = match.span(2) if match.group(2) else (0, 0)
+            found.append((name, expr[start:end] if match.group(2) else ""))
+    return found
+
+
+def test_identity() -> None:
+    d = load()
+    assert d["uid"] == "mx-exporter"
+    assert d["id"] is None, "an exported dashboard has no database id, so it imports anywhere"
+    assert d["schemaVersion"] >= MIN_SCHEMA_VERSION
+    assert d["title"]
+    assert "mx-exporter" in d["tags"]
+    assert d["editable"] is True
+
+
+def test_variables() -> None:
+    v = variables()
+    assert list(v) == ["datasource", "job", "domain"]
+    assert v["datasource"]["type"] == "datasource"
+    assert v["datasource"]["query"] == "prometheus"
+    for name in ("job", "domain"):
+        assert v[name]["type"] == "query"
+        assert v[name]["datasource"] == DATASOURCE
+        assert v[name]["query"]["query"] == v[name]["definition"]
+    assert v["job"]["definition"] == "label_values(mx_domain_deliverable, job)"
+    assert v["domain"]["definition"] == 'label_values(mx_domain_deliverable{job=~"$job"}, domain)'
+    assert v["domain"]["multi"] is True
+    assert v["domain"]["includeAll"] is True
+
+
+def test_every_panel_has_unit_description_and_targets() -> None:
+    panels = data_panels()
+    assert len(panels) >= 20
+    for panel in panels:
+        title = panel["title"]
+        assert panel["description"].strip(), title
+        assert panel["fieldConfig"]["defaults"]["unit"], title
+        assert panel["targets"], title
+        assert panel["datasource"] == DATASOURCE, title
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(refs) == len(set(refs)), title
+
+
+def test_panel_ids_unique_and_grid_sane() -> None:
+    panels = all_panels(load())
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    cells: set[tuple[int, int]] = set()
+    for p in panels:
+        g = p["gridPos"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= GRID_WIDTH, p["title"]
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & mine, f"{p['title']} overlaps another panel"
+        cells |= mine
+
+
+def test_required_panels_present() -> None:
+    used = {name for _, t in targets() for name in promql_metric_names(t["expr"])}
+    required = {
+        "mx_domain_deliverable", "mx_primary_up", "mx_exchange_up", "mx_tier_exchanges_up",
+        "mx_smtp_greeting_duration_seconds", "mx_smtp_outcome", "mx_dns_status", "mx_misconfiguration",
+        "mx_active_preference", "mx_records", "mx_fallback_to_a", "mx_null_mx",
+        "mx_exporter_refresh_duration_seconds_bucket", "mx_exporter_domains",
+        "mx_exporter_config_last_reload_successful",
+    }  # fmt: skip
+    assert required <= used, required - used
+    assert not [n for n in used if n.startswith(UNEMITTED_PREFIX)], "TLS metrics are not emitted yet"
+
+
+@pytest.mark.parametrize(("title", "target"), targets(), ids=lambda x: x if isinstance(x, str) else "")
+def test_target_uses_catalogue_metrics_and_variables(title: str, target: dict[str, Any]) -> None:
+    expr = target["expr"]
+    assert target["datasource"] == DATASOURCE
+    unknown = promql_metric_names(expr) - exposed_metric_names() - PROMETHEUS_SERIES
+    assert not unknown, f"{title}: not in the catalogue: {unknown}"
+    found = selectors(expr)
+    assert found, f"{title}: no metric selected"
+    for name, matchers in found:
+        assert 'job=~"$job"' in matchers, f"{title}: {name} must filter on $job"
+        spec = metrics.BY_NAME.get(name.removesuffix("_total").removesuffix("_bucket"))
+        if spec is not None and spec.labels[:1] == ("domain",):
+            assert 'domain=~"$domain"' in matchers, f"{title}: {name} must filter on $domain"
+
+
+def test_selectors_helper() -> None:
+    expr = 'sum(a{job=~"$job"}) + on (x) rate(b_total[5m]) * c{job="{}"}'
+    assert selectors(expr) == [("a", '{job=~"$job"}'), ("b_total", ""), ("c", '{job="{}"}')]

@@ -23,8 +23,12 @@ def check(nsd_server: Any, smtp_lab: Any, tmp_path: Path) -> Any:
     path.write_text(yaml.safe_dump(lab_config(nsd_server.nameserver, smtp_lab.port, [])))
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*exporter_command(), "check", "--config.file", str(path), *args],
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [*exporter_command(), "check", "--config.file", str(path), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     return run
 
@@ -74,7 +78,11 @@ def test_bad_domain_or_config_exits_3(check: Any, tmp_path: Path) -> None:
     assert done.returncode == 3 and "URL" in done.stderr
     bad = tmp_path / "bad.yml"
     bad.write_text("smtp: {prot: 1}\n")
-    done = subprocess.run([*exporter_command(), "check", "--config.file", str(bad), "healthy.lab.test"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*exporter_command(), "check", "--config.file", str(bad), "healthy.lab.test"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 3
     assert f"{bad}: smtp.prot: unknown key" in done.stderr

@@ -39,8 +39,16 @@ def test_scrape_answers_while_refresh_is_stuck_and_sigterm_stops_fast(
 
 
 def test_shared_address_probed_once_per_cycle(nsd_server: Any, smtp_lab: Any, start_exporter: Start) -> None:
-    users_of_accept_1 = ["healthy.lab.test", "shared1.lab.test", "shared2.lab.test", "equal.lab.test",
-                         "fallback.lab.test", "cname.lab.test", "duplicate.lab.test", "nullmixed.lab.test"]
+    users_of_accept_1 = [
+        "healthy.lab.test",
+        "shared1.lab.test",
+        "shared2.lab.test",
+        "equal.lab.test",
+        "fallback.lab.test",
+        "cname.lab.test",
+        "duplicate.lab.test",
+        "nullmixed.lab.test",
+    ]
     config = lab_config(nsd_server.nameserver, smtp_lab.port, users_of_accept_1, refresh_interval=1)
     before = smtp_lab.connections(plan.ACCEPT_1)
     exporter = start_exporter(config)
@@ -62,7 +70,9 @@ def test_reload_applies_new_domains_and_keeps_old_settings_on_error(
     config = lab_config(nsd_server.nameserver, smtp_lab.port, ["healthy.lab.test", "primary-down.lab.test"])
     exporter = start_exporter(config)
     assert {s.labels["domain"] for s in series(exporter.scrape(), "mx_domain_deliverable")} == {
-        "healthy.lab.test", "primary-down.lab.test"}
+        "healthy.lab.test",
+        "primary-down.lab.test",
+    }
     assert exporter.get("/-/reload")[0] == 405
 
     exporter.path.write_text(yaml.safe_dump({**config, "domains": ["healthy.lab.test", "nullmx.lab.test"]}))
@@ -71,9 +81,13 @@ def test_reload_applies_new_domains_and_keeps_old_settings_on_error(
     domains = {s.labels["domain"] for s in series(exporter.scrape(), "mx_domain_deliverable")}
     assert "primary-down.lab.test" not in domains
     exporter.wait_until(
-        lambda: value(exporter.scrape(), "mx_null_mx", domain="nullmx.lab.test") == 1
-        if series(exporter.scrape(), "mx_null_mx", domain="nullmx.lab.test") else False,
-        15, "the new domain probed",
+        lambda: (
+            value(exporter.scrape(), "mx_null_mx", domain="nullmx.lab.test") == 1
+            if series(exporter.scrape(), "mx_null_mx", domain="nullmx.lab.test")
+            else False
+        ),
+        15,
+        "the new domain probed",
     )
     assert value(exporter.scrape(), "mx_exporter_config_last_reload_successful") == 1
 
@@ -88,7 +102,9 @@ def test_reload_applies_new_domains_and_keeps_old_settings_on_error(
     exporter.path.write_text(yaml.safe_dump({**config, "domains": ["healthy.lab.test"]}))
     exporter.proc.send_signal(signal.SIGHUP)
     exporter.wait_until(
-        lambda: value(exporter.scrape(), "mx_exporter_config_last_reload_successful") == 1, 10, "SIGHUP reload"
+        lambda: value(exporter.scrape(), "mx_exporter_config_last_reload_successful") == 1,
+        10,
+        "SIGHUP reload",
     )
     samples = exporter.scrape()
     assert value(samples, "mx_exporter_domains") == 1
@@ -111,10 +127,16 @@ def test_health_config_and_build_info(nsd_server: Any, smtp_lab: Any, start_expo
     assert value(samples, "mx_exporter_smtp_sessions_total") >= 3
 
 
-def test_environment_and_flags_reach_the_process(nsd_server: Any, smtp_lab: Any, start_exporter: Start) -> None:
+def test_environment_and_flags_reach_the_process(
+    nsd_server: Any, smtp_lab: Any, start_exporter: Start
+) -> None:
     config = lab_config(nsd_server.nameserver, smtp_lab.port, ["healthy.lab.test"])
     exporter = start_exporter(
-        config, "--domain", "primary-down.lab.test", "--refresh_interval", "7",
+        config,
+        "--domain",
+        "primary-down.lab.test",
+        "--refresh_interval",
+        "7",
         env={"MX_EXPORTER_REFRESH_INTERVAL": "5", "MX_EXPORTER_PROBE__MAX_CONCURRENT": "3"},
     )
     shown = yaml.safe_load(exporter.get("/config")[1])

@@ -13,8 +13,16 @@ from playwright.sync_api import sync_playwright
 from tests.lab.exporter import Exporter, lab_config
 
 OUTPUT = Path(__file__).parents[1] / "test-output"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium_path() -> str:
@@ -24,10 +32,16 @@ def chromium_path() -> str:
     return path
 
 
-def test_status_page_shows_verdicts(nsd_server: Any, smtp_lab: Any,
-                                    start_exporter: Callable[..., Exporter]) -> None:
-    domains = ["healthy.lab.test", "primary-down.lab.test", "undeliverable.lab.test", "nullmx.lab.test",
-               "cname.lab.test"]
+def test_status_page_shows_verdicts(
+    nsd_server: Any, smtp_lab: Any, start_exporter: Callable[..., Exporter]
+) -> None:
+    domains = [
+        "healthy.lab.test",
+        "primary-down.lab.test",
+        "undeliverable.lab.test",
+        "nullmx.lab.test",
+        "cname.lab.test",
+    ]
     exporter = start_exporter(lab_config(nsd_server.nameserver, smtp_lab.port, domains))
     OUTPUT.mkdir(exist_ok=True)
     with sync_playwright() as pw:

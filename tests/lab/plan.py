@@ -10,7 +10,9 @@ from __future__ import annotations
 # --- SMTP peers: address -> behaviour
 ACCEPT_1 = "127.0.0.10"  # aiosmtpd: 220 greeting, 250 EHLO with STARTTLS advertised, 221 on QUIT
 ACCEPT_2 = "127.0.0.11"  # aiosmtpd: same, no STARTTLS
-MULTILINE = "127.0.0.12"  # raw: "220-first", pause MULTILINE_PAUSE s, "220-second", "220 last"; then normal EHLO/QUIT
+MULTILINE = (
+    "127.0.0.12"  # raw: "220-first", pause MULTILINE_PAUSE s, "220-second", "220 last"; then normal EHLO/QUIT
+)
 GREET_421 = "127.0.0.20"  # raw: "421 too busy" then closes
 GREET_554 = "127.0.0.21"  # raw: "554 no service", waits for QUIT, answers 221
 SILENT = "127.0.0.22"  # raw: accepts TCP, never writes

@@ -92,13 +92,19 @@ class CycleCache:
 class Prober:
     """Owns the resolver, the limits and the in-flight session table; probes one domain at a time per call."""
 
-    def __init__(self, settings: Settings, on_session: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_session: Callable[[], None] | None = None,
+        in_flight: dict[AddressKey, asyncio.Task[AddressResult]] | None = None,
+    ) -> None:
         self.settings = settings
         self.policy = resolve_policy(settings)
         self.resolver = make_resolver(self.policy)
         self.dns_limit = asyncio.Semaphore(settings.resolver.max_concurrent_queries)
         self.smtp_limit = asyncio.Semaphore(settings.smtp.max_concurrent_sessions)
-        self.in_flight: dict[AddressKey, asyncio.Task[AddressResult]] = {}
+        # Shared across reloads, so a session still open from before a reload is joined, not doubled.
+        self.in_flight = in_flight if in_flight is not None else {}
         self.on_session = on_session
 
     async def _session(self, address: ResolvedAddress, policy: SmtpPolicy) -> AddressResult:
@@ -190,7 +196,7 @@ class Watcher:
     def apply(self, settings: Settings) -> None:
         """Take new settings (reload): drop removed domains' series at once, refresh soon."""
         self.settings = settings
-        self.prober = Prober(settings, on_session=self.metrics.sessions.inc)
+        self.prober = Prober(settings, self.metrics.sessions.inc, self.prober.in_flight)
         self.domains = watched_domains(settings)
         self.names = {d.name for d in self.domains}
         for gone in set(self.reports) - self.names:

@@ -62,6 +62,8 @@ class SmtpSettings(_Strict):
     max_concurrent_sessions: Annotated[int, Field(ge=1, le=10_000)] = 32
     address_families: list[Family] = Field(default_factory=lambda: [Family.IPV4, Family.IPV6], min_length=1)
     max_addresses_per_exchange: Annotated[int, Field(ge=1, le=64)] = 5
+    starttls: bool = True  # try STARTTLS when advertised, to report TLS and certificate facts
+    tls_ca_file: str | None = None  # PEM bundle to verify certificate chains; default: the system store
 
 
 class SmtpOverride(_Strict):

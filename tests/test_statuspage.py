@@ -1,7 +1,7 @@
-"""The status page rendered from hand-built reports: structure, verdict attributes, escaping, phone/laptop fit.
+"""The status page rendered from hand-built reports: structure, verdicts, escaping, phone and laptop fit.
 
-The HTML is parsed into a small tree with the standard library (mismatched tags fail the parse), so tests select
-on the same classes and data-* attributes a browser test would. One test renders the page in the Debian
+The HTML is parsed into a small tree with the standard library (mismatched tags fail the parse), so tests
+select on the same classes and data-* attributes a browser test would. One test renders the page in the Debian
 Chromium through Playwright to check it fits a phone and a laptop without horizontal scrolling.
 """
 

@@ -148,6 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mx-exporter: configuration error:\n{err}", file=sys.stderr)
         return 1
     if ns.config_check:
+        if settings.web.config_file:
+            from mx_exporter.webconfig import load_web_config
+
+            try:
+                load_web_config(settings.web.config_file)
+            except ValueError as err:
+                print(f"mx-exporter: web configuration error:\n{err}", file=sys.stderr)
+                return 1
         print(f"configuration OK: {len(settings.domains)} domains")
         return 0
     _setup_logging(settings.log_level)

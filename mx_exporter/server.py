@@ -101,7 +101,7 @@ async def serve(settings: Settings, loader: SettingsLoader) -> int:
     try:
         server = Server(settings, loader)
         return await server.run()
-    except ConfigError as err:
+    except (ConfigError, ValueError) as err:  # WebConfigError is a ValueError naming the file and key
         log.error("%s", err)
         return 1
     except OSError as err:

@@ -208,7 +208,7 @@ class Settings(BaseSettings):
 def split_listen_address(value: str) -> tuple[str, int]:
     """ "host:port", "[v6]:port" or ":port" -> (host, port); ValueError otherwise."""
     host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
         raise ValueError(f"{value!r} is not host:port")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port_text)

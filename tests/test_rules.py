@@ -220,3 +220,10 @@ def test_every_alert_is_unit_tested_firing_and_quiet() -> None:
     assert names - quiet == set(), f"never tested quiet: {names - quiet}"
     records = {r["record"] for r in load_rules() if "record" in r}
     assert records <= recorded, f"recording rules without a promql_expr_test: {records - recorded}"
+
+
+def test_runbook_table_matches_the_rules() -> None:
+    rows = re.findall(
+        r"^\| \[(Mx\w+)\]\(#\w+\) \| (\w+) \| (\w+) \|$", RUNBOOK.read_text(), flags=re.MULTILINE
+    )
+    assert sorted(rows) == sorted((a["alert"], a["labels"]["severity"], a["for"]) for a in alerts())

@@ -87,7 +87,9 @@ def test_schema_is_draft07_and_closed_at_top() -> None:
     assert SCHEMA["$schema"] == "http://json-schema.org/draft-07/schema#"
     assert SCHEMA["additionalProperties"] is False
     # global and enabled are what Helm adds when this chart is a subchart (helm/helm#10392).
-    assert set(SCHEMA["properties"]) == set(VALUES) | SUBCHART_KEYS, "schema and values.yaml differ at the top"
+    assert set(SCHEMA["properties"]) == set(VALUES) | SUBCHART_KEYS, (
+        "schema and values.yaml differ at the top"
+    )
 
 
 @pytest.mark.parametrize(("name", "values"), values_sets(), ids=lambda v: v if isinstance(v, str) else "")

@@ -81,6 +81,9 @@ spec:
           mountPath: {{ include "mx-exporter.webConfigMountPath" . }}
           readOnly: true
         {{- end }}
+        {{- with .Values.extraVolumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
   volumes:
     - name: config
       configMap:
@@ -93,6 +96,9 @@ spec:
     - name: web-config
       secret:
         secretName: {{ include "mx-exporter.webConfigSecretName" . }}
+    {{- end }}
+    {{- with .Values.extraVolumes }}
+    {{- toYaml . | nindent 4 }}
     {{- end }}
   {{- with .Values.nodeSelector }}
   nodeSelector:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROM_DIR = ROOT / "deploy" / "prometheus"
 RULES = PROM_DIR / "mx-exporter.rules.yml"
 RULE_TESTS = sorted((PROM_DIR / "tests").glob("*.yml"))
-RUNBOOK = ROOT / "docs" / "runbook.md"
+RUNBOOK = ROOT / "README.md"  # the runbook is a section of the README
 SEVERITIES = {"critical", "warning", "info"}
 REFRESH_SECONDS = 60  # the default refresh interval: `for:` must span several refreshes
 MIN_FOR_SECONDS = 5 * REFRESH_SECONDS
@@ -174,7 +174,7 @@ def test_alert_has_for_severity_and_annotations(alert: dict[str, Any]) -> None:
     assert alert["labels"]["severity"] in SEVERITIES
     annotations = alert["annotations"]
     assert set(annotations) == {"summary", "description", "runbook_url"}
-    assert annotations["runbook_url"] == f"docs/runbook.md#{alert['alert'].lower()}"
+    assert annotations["runbook_url"] == f"README.md#{alert['alert'].lower()}"
     used = promql_metric_names(alert["expr"])
     labels = {label for name in used if name in metrics.BY_NAME for label in metrics.BY_NAME[name].labels}
     for label in ("domain", "exchange"):
@@ -186,7 +186,7 @@ def test_alert_has_for_severity_and_annotations(alert: dict[str, Any]) -> None:
 def test_every_alert_has_a_runbook_section() -> None:
     anchors = github_anchors(RUNBOOK.read_text())
     missing = [a["alert"] for a in alerts() if a["alert"].lower() not in anchors]
-    assert not missing, f"docs/runbook.md lacks sections for {missing}"
+    assert not missing, f"the README runbook lacks sections for {missing}"
 
 
 def test_rules_use_only_catalogue_metrics() -> None:

@@ -68,7 +68,12 @@ class TlsFacts:
     handshake_ok: bool
     version: str | None = None  # e.g. "TLSv1.3"
     cert_not_after: float | None = None  # unix seconds
-    cert_valid: bool | None = None  # chain and name verified
+    cert_valid: bool | None = None  # chain and name verified; the TLS stage leaves it None (see below)
+    # Added with the TLS stage. A session is per address, shared by every exchange name pointing at it, so
+    # validity for one name is computed from these by tls.cert_valid_for(exchange_name, facts).
+    chain_valid: bool | None = None  # presented chain verifies to a trusted root; None: no certificate seen
+    names: tuple[str, ...] = ()  # the leaf's DNS subjectAltNames, lower case
+    detail: str = ""  # one short human line: why the handshake failed or the chain did not verify
 
 
 @dataclass(frozen=True)

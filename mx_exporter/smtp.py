@@ -18,17 +18,22 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
+import time
 from dataclasses import dataclass, field
 
 from aiosmtplib.errors import (
     SMTPReadTimeoutError,
     SMTPResponseException,
     SMTPServerDisconnected,
+    SMTPTimeoutError,
 )
 from aiosmtplib.esmtp import parse_esmtp_extensions
 from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
+from cryptography.x509.verification import Store
 
+from mx_exporter import tls as tls_stage
 from mx_exporter.model import AddressResult, Family, ResolvedAddress, SmtpOutcome, TlsFacts
 
 MAX_TRANSCRIPT_LINES = 50
@@ -50,6 +55,8 @@ class SmtpPolicy:
     session_timeout: float = 30.0  # overall deadline for the whole session, on top of the phases
     quit_timeout: float = 2.0  # short wait for 221; QUIT is courtesy, never changes the outcome
     max_line_length: int = 2048  # bound on one reply line; longer -> protocol_error
+    starttls: bool = True  # try STARTTLS when advertised, for TLS and certificate facts (never the outcome)
+    tls_ca_file: str | None = None  # PEM bundle of trusted roots; None: the system store
 
     def __post_init__(self) -> None:
         if not _FQDN_RE.fullmatch(self.ehlo_name):
@@ -67,6 +74,8 @@ class SmtpPolicy:
                 raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
         if self.max_line_length < 512:  # RFC 5321 §4.5.3.1.5: a reply line may be 512 octets
             raise ValueError(f"max_line_length must be >= 512, got {self.max_line_length}")
+        if self.tls_ca_file is not None and not self.tls_ca_file.strip():
+            raise ValueError("tls_ca_file must be a file path or None, got an empty string")
 
 
 # --- pure helpers
@@ -315,8 +324,76 @@ class _Session:
         return reply
 
     async def _starttls_facts(self) -> TlsFacts | None:
-        """Seam for the TLS stage: STARTTLS via ``self.protocol.start_tls`` and certificate facts. Not yet."""
+        """STARTTLS when advertised (and wanted): handshake accepting any certificate, facts, EHLO again.
+
+        Never changes the outcome and never raises for peer behaviour: trouble becomes ``TlsFacts``. The
+        facts are kept in ``self.tls`` as they grow, so a session deadline hit here still reports what it got.
+        """
+        if not (self.starttls_advertised and self.policy.starttls):
+            return None
+        assert self.protocol is not None
+        self.tls = TlsFacts(handshake_ok=False, detail="STARTTLS not finished before the session deadline")
+        failure = await self._starttls_upgrade()
+        if failure is not None:
+            self.transcript.add(failure)
+            self.tls = TlsFacts(handshake_ok=False, detail=failure)
+            return self.tls
+        ssl_object = self.protocol.transport.get_extra_info("ssl_object") if self.protocol.transport else None
+        version = ssl_object.version() if ssl_object is not None else None
+        chain = tls_stage.peer_chain(ssl_object) if ssl_object is not None else []
+        try:
+            store: Store | str = await asyncio.to_thread(tls_stage.load_trust_store, self.policy.tls_ca_file)
+        except ValueError as exc:
+            store = f"trust store unavailable: {exc}"
+        self.tls = tls_stage.certificate_facts(version, chain, store, time.time())
+        self.transcript.add(
+            f"TLS handshake done: {version}, {len(chain)} certificate(s), {self.tls.detail or 'no detail'}"
+        )
+        await self._ehlo_after_tls()
+        return self.tls
+
+    async def _starttls_upgrade(self) -> str | None:
+        """Send STARTTLS, read 220, do the handshake (ehlo_timeout each); None when done, else why not."""
+        assert self.protocol is not None
+        limit = self.policy.ehlo_timeout
+        self.transcript.add("C: STARTTLS")
+        self.in_sync = False
+        try:
+            await self.protocol.start_tls(tls_stage.handshake_context(), timeout=limit)
+        except SMTPResponseException as exc:
+            if 200 <= exc.code <= 599:
+                self.in_sync = exc.code != 421  # a whole reply, not 220: QUIT is polite unless it is closing
+                return f"STARTTLS refused: {reply_summary(exc.code, exc.message)}"
+            text = str(exc.message).removeprefix("Malformed SMTP response line:").strip()
+            return f"malformed STARTTLS reply: {sanitize(text)}"
+        except SMTPReadTimeoutError:
+            self.protocol.note_partial()
+            return f"no complete STARTTLS reply within {duration(limit)}"
+        except SMTPTimeoutError:
+            return f"TLS handshake not done within {duration(limit)}"
+        except SMTPServerDisconnected:
+            return "connection closed during STARTTLS"
+        except ssl.SSLError as exc:
+            return f"TLS handshake failed: {sanitize(exc.reason or str(exc))}"
+        except Exception as exc:  # anything else a peer provokes is a fact too, never a crash
+            return f"TLS handshake failed: {type(exc).__name__}"
+        self.protocol._partial.clear()  # plaintext after the 220 was dropped (RFC 3207 §4.2): so is any partial
         return None
+
+    async def _ehlo_after_tls(self) -> None:
+        """EHLO again inside TLS (RFC 3207 §4.2: the server forgets what it knew); decides nothing."""
+        assert self.protocol is not None
+        self.transcript.add(f"C: EHLO {self.policy.ehlo_name}")
+        self.in_sync = False
+        try:
+            reply = await self.protocol.execute_command(
+                b"EHLO", self.policy.ehlo_name.encode("ascii"), timeout=self.policy.ehlo_timeout
+            )
+        except (SMTPReadTimeoutError, SMTPServerDisconnected, SMTPResponseException) as exc:
+            self.protocol.note_partial()
+            self.transcript.add(f"EHLO after TLS not answered: {type(exc).__name__}")
+            return
+        self.in_sync = 200 <= reply.code <= 599
 
     async def _quit(self) -> None:
         """Courtesy QUIT with a short wait for 221, only after a well-formed reply (never before a greeting,

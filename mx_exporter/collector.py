@@ -28,6 +28,7 @@ from mx_exporter.model import (
     SmtpOutcome,
     Tier,
 )
+from mx_exporter.tls import cert_valid_for
 
 # The per-domain part of the catalogue, in catalogue order.
 DOMAIN_SPECS: tuple[metrics.MetricSpec, ...] = tuple(
@@ -117,7 +118,9 @@ def _exchange(out: _Families, tier_labels: tuple[str, ...], exchange: Exchange) 
         count = sum(1 for a in exchange.addresses if a.family is family)
         out.add("mx_exchange_addresses", (*x, family.value), count)
     for address in exchange.addresses:
-        _address(out, (*x, address.address, address.family.value), address)
+        a = (*x, address.address, address.family.value)
+        _address(out, a, address)
+        _tls(out, a, address, exchange.name)
 
 
 def _address(out: _Families, a: tuple[str, ...], result: AddressResult) -> None:
@@ -130,6 +133,11 @@ def _address(out: _Families, a: tuple[str, ...], result: AddressResult) -> None:
     if result.greeting_seconds is not None:
         out.add("mx_smtp_greeting_duration_seconds", a, result.greeting_seconds)
     out.add("mx_smtp_starttls_advertised", a, _b(result.starttls_advertised))
+
+
+def _tls(out: _Families, a: tuple[str, ...], result: AddressResult, exchange_name: str) -> None:
+    """TLS series only where STARTTLS was attempted (facts present); cert validity is per exchange name,
+    since one address (one session) serves every exchange name that points at it."""
     tls = result.tls
     if tls is None:
         return
@@ -138,8 +146,9 @@ def _address(out: _Families, a: tuple[str, ...], result: AddressResult) -> None:
         out.add("mx_smtp_tls_version_info", (*a, tls.version), 1.0)
     if tls.cert_not_after is not None:
         out.add("mx_smtp_tls_cert_not_after_timestamp_seconds", a, tls.cert_not_after)
-    if tls.cert_valid is not None:
-        out.add("mx_smtp_tls_cert_valid", a, _b(tls.cert_valid))
+    valid = cert_valid_for(exchange_name, tls)
+    if valid is not None:
+        out.add("mx_smtp_tls_cert_valid", a, _b(valid))
 
 
 def domain_families(reports: Iterable[DomainReport]) -> list[Metric]:

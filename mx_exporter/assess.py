@@ -7,7 +7,7 @@ plain data in, plain data out, and tests exercise it with literal values.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from itertools import groupby
 
 from mx_exporter.model import (
@@ -21,6 +21,7 @@ from mx_exporter.model import (
     Tier,
     Verdict,
 )
+from mx_exporter.tls import cert_valid_for
 
 # Outcomes where the TCP connection was made: the host was contacted, it just did not accept.
 CONTACTED: frozenset[SmtpOutcome] = frozenset(
@@ -95,6 +96,10 @@ def _exchange(resolved: ResolvedExchange, results: Mapping[str, AddressResult]) 
         if result is None:
             detail = NOT_PROBED if ra.allowed else NOT_ALLOWED
             result = AddressResult(ra.address, ra.family, SmtpOutcome.SKIPPED, detail=detail)
+        elif result.tls is not None:
+            # One session serves every name pointing at the address; the certificate is judged per name.
+            tls = replace(result.tls, cert_valid=cert_valid_for(resolved.name, result.tls))
+            result = replace(result, tls=tls)
         addresses.append(result)
     return Exchange(
         name=resolved.name,

@@ -52,6 +52,8 @@ def smtp_policy(settings: Settings, domain: DomainSettings | None = None) -> Smt
         greeting_timeout=(o and o.greeting_timeout) or s.greeting_timeout,
         ehlo_timeout=(o and o.ehlo_timeout) or s.ehlo_timeout,
         session_timeout=(o and o.session_timeout) or s.session_timeout,
+        starttls=s.starttls,
+        tls_ca_file=s.tls_ca_file,
     )
 
 

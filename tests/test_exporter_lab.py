@@ -18,8 +18,16 @@ ALL_DOMAINS = [*sorted(plan.DOMAINS), plan.REFUSED_DOMAIN, plan.SERVFAIL_DOMAIN]
 @pytest.fixture(scope="module")
 def lab_scrape(nsd_server: Any, smtp_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Samples:
     """One exporter watching every lab domain; the samples after its first full refresh."""
-    config = lab_config(nsd_server.nameserver, smtp_lab.port, ALL_DOMAINS, refresh_interval=30)
-    path = tmp_path_factory.mktemp("lab") / "all.yml"
+    folder = tmp_path_factory.mktemp("lab")
+    smtp_lab.ca.cert_pem.write_to_path(str(folder / "lab-ca.pem"))
+    config = lab_config(
+        nsd_server.nameserver,
+        smtp_lab.port,
+        ALL_DOMAINS,
+        refresh_interval=30,
+        smtp={"tls_ca_file": str(folder / "lab-ca.pem")},
+    )
+    path = folder / "all.yml"
     path.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MX_EXPORTER_")}
     proc = Exporter(config, path, [], env)
@@ -229,3 +237,19 @@ def test_failover_primary_then_backup(
         smtp_lab.start_peer(plan.FAILOVER_PRIMARY)
         smtp_lab.start_peer(plan.FAILOVER_BACKUP)
     exporter.wait_until(lambda: verdict() == (1, 1), 15, "recovered")
+
+
+def test_starttls_and_certificate_facts_per_exchange_name(lab_scrape: Samples) -> None:
+    s = lab_scrape
+    for dom, exchange, valid in (
+        ("healthy.lab.test", "mx1.healthy.lab.test", 1),
+        ("cname.lab.test", "alias.cname.lab.test", 0),  # the certificate names mx1.healthy.lab.test only
+    ):
+        labels = {"exchange": exchange, "address": plan.ACCEPT_1}
+        assert d(s, "mx_smtp_tls_handshake_success", dom, **labels) == 1
+        assert d(s, "mx_smtp_tls_cert_valid", dom, **labels) == valid
+        assert d(s, "mx_smtp_tls_cert_not_after_timestamp_seconds", dom, **labels) > 1.7e9
+        versions = series(s, "mx_smtp_tls_version_info", domain=dom, address=plan.ACCEPT_1)
+        assert [v.labels["version"] for v in versions] in (["TLSv1.3"], ["TLSv1.2"])
+    # No STARTTLS advertised: no TLS series at all.
+    assert series(s, "mx_smtp_tls_handshake_success", domain="healthy.lab.test", address=plan.ACCEPT_2) == []

@@ -1,0 +1,1 @@
+"""Benchmarks for mx-exporter: run ``python bench/run.py`` (see bench/README.md)."""

@@ -88,8 +88,11 @@ def free_port(address: str = ADDRESS) -> int:
 class NsdServer:
     """NSD serving the lab zone on 127.0.0.1 and a free port; ``nameserver`` is the resolver setting for it."""
 
-    def __init__(self, zones_dir: Path = ZONES_DIR, startup_timeout: float = STARTUP_TIMEOUT) -> None:
+    def __init__(
+        self, zones_dir: Path = ZONES_DIR, startup_timeout: float = STARTUP_TIMEOUT, zone: str = plan.ZONE
+    ) -> None:
         self.address = ADDRESS
+        self.zone = zone  # served from zones_dir/<zone>.zone (the benchmark serves its own generated zone)
         self.port = 0
         self.zones_dir = zones_dir
         self.startup_timeout = startup_timeout
@@ -130,8 +133,8 @@ class NsdServer:
                 port=port,
                 state=state,
                 identity=self.identity,
-                zone=plan.ZONE,
-                zonefile=self.zones_dir / f"{plan.ZONE}.zone",
+                zone=self.zone,
+                zonefile=self.zones_dir / f"{self.zone}.zone",
             )
         )
         stderr_path = state / f"nsd-{port}.stderr"
@@ -161,7 +164,7 @@ class NsdServer:
             except (OSError, dns.exception.DNSException) as exc:
                 last = f"{type(exc).__name__}: {exc}"
             time.sleep(0.05)
-        return f"nsd gave no SOA answer for {plan.ZONE} within {self.startup_timeout:g} s ({last})"
+        return f"nsd gave no SOA answer for {self.zone} within {self.startup_timeout:g} s ({last})"
 
     def _check_answers(self, port: int) -> str | None:
         """Ask who answers (identity over UDP) and the zone's SOA over TCP; raise while NSD is still starting."""
@@ -169,10 +172,10 @@ class NsdServer:
         reply = dns.query.udp(who, self.address, port=port, timeout=0.2)
         if not any(self.identity in rdata.to_text() for rrset in reply.answer for rdata in rrset):
             return f"another server answers on port {port}: {reply.answer}"
-        soa = dns.message.make_query(f"{plan.ZONE}.", dns.rdatatype.SOA)
+        soa = dns.message.make_query(f"{self.zone}.", dns.rdatatype.SOA)
         reply = dns.query.tcp(soa, self.address, port=port, timeout=0.5)
         if reply.rcode() != dns.rcode.NOERROR or not reply.answer:
-            return f"SOA {plan.ZONE} answered {dns.rcode.to_text(reply.rcode())} (zone file not loaded?)"
+            return f"SOA {self.zone} answered {dns.rcode.to_text(reply.rcode())} (zone file not loaded?)"
         return None
 
     def _terminate(self) -> None:

@@ -18,6 +18,7 @@ from mx_exporter.model import (
     DomainReport,
     Exchange,
     Misconfiguration,
+    Resolution,
     SmtpOutcome,
     TlsFacts,
 )
@@ -209,11 +210,19 @@ def _exchange_problems(exchange: Exchange) -> list[str]:
     return lines
 
 
+def dns_is_notable(resolution: Resolution) -> bool:
+    """A plain healthy MX answer is not a problem; anything else about DNS is worth a line."""
+    plain = resolution.status is DnsStatus.OK and not (
+        resolution.misconfigurations or resolution.null_mx or resolution.fallback_to_a
+    )
+    return bool(resolution.detail) and not plain
+
+
 def problems(report: DomainReport) -> list[str]:
     """Everything worth a human's attention, one line each, already cleaned of control characters."""
     resolution, verdict = report.resolution, report.verdict
     lines = []
-    if resolution.detail:
+    if dns_is_notable(resolution):
         lines.append(f"DNS: {clean(resolution.detail)}")
     lines += [f"{kind.value}: {MISCONFIGURATION_TEXT[kind]}" for kind in sorted(resolution.misconfigurations)]
     for tier in report.tiers:

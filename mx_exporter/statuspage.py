@@ -22,6 +22,7 @@ from mx_exporter.report_text import (
     EXIT_UNDELIVERABLE,
     MISCONFIGURATION_TEXT,
     clean,
+    dns_is_notable,
     exit_code,
     verdict_line,
 )
@@ -199,7 +200,7 @@ def _flags(report: DomainReport) -> str:
         f"{e(MISCONFIGURATION_TEXT[kind])}</li>"
         for kind in sorted(resolution.misconfigurations)
     ]
-    if resolution.detail:
+    if dns_is_notable(resolution):
         items.append(f'<li class="flag dns-detail">DNS: {t(resolution.detail)}</li>')
     items += [
         f'<li class="flag expectation" data-expectation="{e(name)}">expectation {e(name)} not met</li>'

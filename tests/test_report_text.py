@@ -385,3 +385,17 @@ def test_schema_enums_follow_the_model(schema: dict[str, Any]) -> None:
     assert defs["address"]["properties"]["family"]["enum"] == [f.value for f in Family]
     senders = defs["domain"]["properties"]["verdict"]["properties"]["delivery_preference"]["properties"]
     assert sorted(senders) == sorted(s.value for s in Sender)
+
+
+def test_a_plain_healthy_answer_lists_no_problems() -> None:
+    from dataclasses import replace
+
+    from mx_exporter.report_text import problems
+
+    plain = healthy()
+    plain = replace(
+        plain, resolution=replace(plain.resolution, detail="2 MX records, 2 exchanges in 2 tiers")
+    )
+    assert problems(plain) == []
+    odd = replace(plain, resolution=replace(plain.resolution, status=DnsStatus.NODATA, fallback_to_a=True))
+    assert problems(odd) == ["DNS: 2 MX records, 2 exchanges in 2 tiers"]

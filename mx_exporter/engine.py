@@ -187,6 +187,7 @@ class Watcher:
     def __init__(self, settings: Settings, metrics: ExporterMetrics) -> None:
         self.metrics = metrics
         self.reports: dict[str, DomainReport] = {}
+        self.version = 0  # bumped whenever ``reports`` changes, so renderers can cache
         self.ready = asyncio.Event()
         self._wake = asyncio.Event()
         self.settings = settings
@@ -203,6 +204,7 @@ class Watcher:
         self.names = {d.name for d in self.domains}
         for gone in set(self.reports) - self.names:
             del self.reports[gone]
+            self.version += 1
         self.metrics.domains.set(len(self.domains))
         self._wake.set()
 
@@ -223,6 +225,7 @@ class Watcher:
             return
         if domain.name in self.names:
             self.reports[domain.name] = report
+            self.version += 1
 
     async def run(self) -> None:
         """Refresh forever; a cycle longer than the interval is followed at once by the next (no overlap)."""

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from mx_exporter import __version__
 from mx_exporter.collector import ReportCollector
 from mx_exporter.engine import Watcher
+from mx_exporter.model import DomainReport
 from mx_exporter.probe_endpoint import (
     SCRAPE_TIMEOUT_HEADER,
     ProbeRejected,
@@ -49,6 +50,36 @@ def redact(value: Any) -> Any:
     return value
 
 
+def render_reports(reports: list[DomainReport]) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ReportCollector(lambda: reports))
+    return generate_latest(registry)
+
+
+class DomainExposition:
+    """The watched domains' part of /metrics, rendered off the event loop and only when the reports changed.
+
+    With thousands of domains the exposition takes seconds to build; rendering it in a worker thread from a
+    snapshot keeps probes running during a scrape, and between refreshes every scrape reuses the same bytes.
+    """
+
+    def __init__(self, watcher: Watcher) -> None:
+        self.watcher = watcher
+        self.version = -1
+        self.body = b""
+        self.lock = asyncio.Lock()
+
+    async def render(self) -> bytes:
+        async with self.lock:
+            version = self.watcher.version
+            if version != self.version:
+                snapshot = list(self.watcher.reports.values())
+                loop = asyncio.get_running_loop()
+                self.body = await loop.run_in_executor(None, render_reports, snapshot)
+                self.version = version
+            return self.body
+
+
 class ExporterWeb:
     """Handlers bound to the live watcher and settings; ``reload`` is provided by the server."""
 
@@ -56,7 +87,7 @@ class ExporterWeb:
         self.watcher = watcher
         self.registry = registry
         self.reload_fn = reload
-        registry.register(ReportCollector(lambda: list(watcher.reports.values())))
+        self.domain_exposition = DomainExposition(watcher)
         self.probes = ProbeService(
             prober=lambda: watcher.prober,
             watched=lambda: watcher.reports,
@@ -83,7 +114,7 @@ class ExporterWeb:
         return app
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.registry)
+        body = generate_latest(self.registry) + await self.domain_exposition.render()
         response = web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
         if "gzip" in request.headers.get("Accept-Encoding", ""):
             response.enable_compression()

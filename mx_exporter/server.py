@@ -13,7 +13,13 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from mx_exporter.engine import Watcher
 from mx_exporter.selfmetrics import ExporterMetrics
-from mx_exporter.settings import ConfigError, Settings, SettingsLoader, split_listen_address
+from mx_exporter.settings import (
+    FALLBACK_EHLO_NAME,
+    ConfigError,
+    Settings,
+    SettingsLoader,
+    split_listen_address,
+)
 from mx_exporter.web import ExporterWeb, start_site, stop_site
 
 log = logging.getLogger(__name__)
@@ -64,6 +70,11 @@ class Server:
             web_config = load_web_config(settings.web.config_file)
             middlewares.append(auth_middleware(web_config))
             ssl_context = web_config.ssl_context()
+        if settings.ehlo_name == FALLBACK_EHLO_NAME:
+            log.warning(
+                "this host has no FQDN: sending EHLO %s; set ehlo_name to this host's name",
+                FALLBACK_EHLO_NAME,
+            )
         host, port = split_listen_address(settings.listen_address)
         runner = await start_site(self.web.app(middlewares), host, port, ssl_context)
         log.info("listening on %s (%d domains watched)", settings.listen_address, len(self.watcher.domains))

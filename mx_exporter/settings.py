@@ -121,8 +121,20 @@ class WebSettings(_Strict):
     config_file: str | None = None
 
 
+FALLBACK_EHLO_NAME = "mx-exporter.invalid"
+
+
 def host_fqdn() -> str:
     return socket.getfqdn()
+
+
+def default_ehlo_name() -> str:
+    """This host's FQDN; a host without one (a container, a laptop) gets the reserved, honest
+    ``mx-exporter.invalid`` rather than a name that is not its own. Set ``ehlo_name`` in production."""
+    try:
+        return check_ehlo_name(host_fqdn())
+    except ValueError:
+        return FALLBACK_EHLO_NAME
 
 
 def check_ehlo_name(value: str) -> str:
@@ -142,7 +154,7 @@ class Settings(BaseSettings):
 
     listen_address: str = f"0.0.0.0:{DEFAULT_PORT}"
     refresh_interval: Annotated[float, Field(ge=1, le=86_400)] = 60.0
-    ehlo_name: str = Field(default_factory=lambda: host_fqdn(), validate_default=True)
+    ehlo_name: str = Field(default_factory=lambda: default_ehlo_name(), validate_default=True)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     resolver: ResolverSettings = Field(default_factory=ResolverSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)

@@ -133,15 +133,12 @@ def test_allow_networks_parse() -> None:
     assert s.allow_networks == [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
 
 
-def test_ehlo_default_is_the_host_fqdn(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(settings_module, "host_fqdn", lambda: "mon1.example.net")
+def test_ehlo_default_is_the_host_fqdn_or_an_honest_invalid_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(settings_module, "host_fqdn", lambda: "Mon1.Example.NET")
     assert load_settings(None).ehlo_name == "mon1.example.net"
-    monkeypatch.setattr(settings_module, "host_fqdn", lambda: "mon1")
-    with pytest.raises(ConfigError) as err:
-        load_settings(None)
-    assert str(err.value) == (
-        "default: ehlo_name: 'mon1' is not a fully qualified domain name (and localhost is refused)"
-    )
+    for no_fqdn in ("mon1", "localhost", "localhost.localdomain", ""):
+        monkeypatch.setattr(settings_module, "host_fqdn", lambda name=no_fqdn: name)
+        assert load_settings(None).ehlo_name == "mx-exporter.invalid"
 
 
 def test_every_leaf_key_is_a_flag() -> None:

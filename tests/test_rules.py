@@ -143,7 +143,8 @@ def test_promtool_unit_tests() -> None:
 def test_promtool_unit_tests_catch_a_broken_rule(tmp_path: Path) -> None:
     """The unit tests can fail: with `for: 0m` everywhere, the "one bad probe" cases must break."""
     (tmp_path / "tests").mkdir()
-    broken = re.sub(r"for: \d+m", "for: 0m", RULES.read_text())
+    broken, count = re.subn(r"for: \d+[smhd]\b", "for: 0m", RULES.read_text())
+    assert count == len(alerts()), "every alert's `for:` must be replaced"
     (tmp_path / RULES.name).write_text(broken)
     for test in RULE_TESTS:
         shutil.copy(test, tmp_path / "tests" / test.name)
@@ -163,7 +164,8 @@ def test_alert_names_are_camel_case_with_the_shared_prefix() -> None:
         assert re.fullmatch(r"Mx(?:[A-Z][a-z0-9]*)+", name), name
     required = {
         "MxPrimaryDown", "MxDomainUndeliverable", "MxDnsLookupFailing", "MxFallbackToA", "MxMisconfigured",
-        "MxBackupExchangeDown", "MxResultsStale", "MxExporterDown",
+        "MxBackupExchangeDown", "MxResultsStale", "MxExporterDown", "MxTlsCertificateExpiringSoon",
+        "MxTlsCertificateInvalid", "MxStarttlsHandshakeFailing",
     }  # fmt: skip
     assert required <= set(names), required - set(names)
 

@@ -14,15 +14,19 @@ from typing import Any
 import pytest
 
 from mx_exporter import metrics
-from tests.test_rules import PROMETHEUS_SERIES, exposed_metric_names, promql_metric_names
+from tests.test_rules import PROMETHEUS_SERIES, alerts, exposed_metric_names, promql_metric_names
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "grafana" / "mx-exporter.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 MIN_SCHEMA_VERSION = 39
 GRID_WIDTH = 24
-# Metrics not emitted yet: no panel may show them.
-UNEMITTED_PREFIX = "mx_smtp_tls_"
+# Every STARTTLS / certificate series: the TLS row shows each of them.
+TLS_METRICS = {
+    "mx_smtp_starttls_advertised", "mx_smtp_tls_handshake_success", "mx_smtp_tls_version_info",
+    "mx_smtp_tls_cert_not_after_timestamp_seconds", "mx_smtp_tls_cert_valid",
+}  # fmt: skip
+EXPIRY = "mx_smtp_tls_cert_not_after_timestamp_seconds"
 
 
 def load() -> dict[str, Any]:
@@ -123,10 +127,46 @@ def test_required_panels_present() -> None:
         "mx_smtp_greeting_duration_seconds", "mx_smtp_outcome", "mx_dns_status", "mx_misconfiguration",
         "mx_active_preference", "mx_records", "mx_fallback_to_a", "mx_null_mx",
         "mx_exporter_refresh_duration_seconds_bucket", "mx_exporter_domains",
-        "mx_exporter_config_last_reload_successful",
+        "mx_exporter_config_last_reload_successful", *TLS_METRICS,
     }  # fmt: skip
     assert required <= used, required - used
-    assert not [n for n in used if n.startswith(UNEMITTED_PREFIX)], "TLS metrics are not emitted yet"
+
+
+def row_panels(title: str) -> list[dict[str, Any]]:
+    """The panels of an expanded top-level row: those after it up to the next row."""
+    panels = load()["panels"]
+    start = next(i for i, p in enumerate(panels) if p["type"] == "row" and p["title"] == title)
+    found = []
+    for panel in panels[start + 1 :]:
+        if panel["type"] == "row":
+            break
+        found.append(panel)
+    return found
+
+
+def test_tls_row_shows_every_tls_metric() -> None:
+    panels = row_panels("TLS")
+    used = {name for p in panels for t in p["targets"] for name in promql_metric_names(t["expr"])}
+    assert used == TLS_METRICS
+
+
+def test_certificate_expiry_is_seconds_from_now_with_the_alert_thresholds() -> None:
+    """Time left, not a timestamp: `... - time()` in seconds, coloured at the expiry alerts' thresholds."""
+    panels = [p for p in data_panels() if any(EXPIRY in promql_metric_names(t["expr"]) for t in p["targets"])]
+    assert panels
+    days = {
+        int(m)
+        for a in alerts()
+        if EXPIRY in a["expr"]
+        for m in re.findall(r"time\(\) \+ (\d+) \* 86400", a["expr"])
+    }
+    assert days, "no expiry alert with a `time() + N * 86400` threshold"
+    for panel in panels:
+        assert all(t["expr"].rstrip().endswith("- time()") for t in panel["targets"]), panel["title"]
+        defaults = panel["fieldConfig"]["defaults"]
+        assert defaults["unit"] == "s", panel["title"]
+        steps = {s["value"] for s in defaults["thresholds"]["steps"]} - {None}
+        assert steps == {d * 86400 for d in days}, panel["title"]
 
 
 @pytest.mark.parametrize(("title", "target"), targets(), ids=lambda x: x if isinstance(x, str) else "")

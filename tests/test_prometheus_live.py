@@ -58,6 +58,11 @@ EXPECTED_ALERTS = {
     ("MxPrimaryExchangeDown", "equal.lab.test"),
     ("MxFallbackToA", "fallback.lab.test"),
     ("MxExpectationFailed", "healthy.lab.test"),
+    # ACCEPT_1's certificate (lab CA, trusted via smtp.tls_ca_file) names only mx1.healthy.lab.test: valid for
+    # healthy's mx1, invalid for the other exchange names that lead to the same address.
+    ("MxTlsCertificateInvalid", "cname.lab.test"),
+    ("MxTlsCertificateInvalid", "equal.lab.test"),
+    ("MxTlsCertificateInvalid", "fallback.lab.test"),
 }
 
 
@@ -146,9 +151,20 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def exporter_url(nsd_server: Any, smtp_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The real exporter (python -m mx_exporter) watching a handful of lab domains, refreshing every 2 s."""
+    """The real exporter (python -m mx_exporter) watching a handful of lab domains, refreshing every 2 s.
+
+    It trusts the lab CA, so the certificate of mx1.healthy.lab.test verifies (mx_smtp_tls_cert_valid 1).
+    """
     tmp = tmp_path_factory.mktemp("exporter")
-    config = lab_config(nsd_server.nameserver, smtp_lab.port, DOMAINS, refresh_interval=2)
+    ca_file = tmp / "lab-ca.pem"
+    smtp_lab.ca.cert_pem.write_to_path(str(ca_file))
+    config = lab_config(
+        nsd_server.nameserver,
+        smtp_lab.port,
+        DOMAINS,
+        refresh_interval=2,
+        smtp={"tls_ca_file": str(ca_file)},
+    )
     path = tmp / "exporter.yml"
     path.write_text(yaml.safe_dump(config))
     url = "http://" + config["listen_address"]

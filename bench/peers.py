@@ -16,18 +16,12 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+from tests.lab.smtp_peers import listening
+
 SMTP_SINK = "/usr/sbin/smtp-sink"
 BACKLOG = "256"
 START_ATTEMPTS = 5
 LISTEN_TIMEOUT = 10.0  # seconds for every sink to accept connections
-
-
-def _listening(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _port_free_everywhere(addresses: Sequence[str]) -> int | None:
@@ -86,7 +80,7 @@ class SinkPeers:
             )
         deadline = time.monotonic() + LISTEN_TIMEOUT
         for address, process in zip(self.addresses, self._processes, strict=True):
-            while not _listening(address, port):
+            while not listening(address, port):
                 if process.poll() is not None or time.monotonic() > deadline:
                     self._log.seek(0)
                     tail = self._log.read()[-500:].decode("utf-8", "replace")

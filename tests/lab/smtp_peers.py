@@ -419,7 +419,7 @@ class SmtpLab:
             argv, stdout=self._sink_log, stderr=self._sink_log, stdin=subprocess.DEVNULL
         )
         deadline = time.monotonic() + 10
-        while not _listening(plan.SINK, self.port):
+        while not listening(plan.SINK, self.port):
             if self._sink.poll() is not None or time.monotonic() > deadline:
                 self._sink_log.seek(0)
                 log = self._sink_log.read()[-500:].decode("utf-8", "replace")
@@ -472,7 +472,8 @@ def _bound_socket(address: str, port: int, *, reuse: bool) -> socket.socket:
     return sock
 
 
-def _listening(address: str, port: int) -> bool:
+def listening(address: str, port: int) -> bool:
+    """Something accepts TCP connections at address:port (used to wait for smtp-sink)."""
     try:
         with socket.create_connection((address, port), timeout=0.5):
             return True

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.lab import plan
@@ -15,8 +16,9 @@ from tests.lab.exporter import Exporter, lab_config, series, value
 Start = Callable[..., Exporter]
 
 
-def test_scrape_answers_while_refresh_is_stuck_and_sigterm_stops_fast(
-    nsd_server: Any, smtp_lab: Any, start_exporter: Start
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_scrape_answers_while_refresh_is_stuck_and_a_stop_signal_closes_everything_fast(
+    nsd_server: Any, smtp_lab: Any, start_exporter: Start, stop_signal: int
 ) -> None:
     slow = {"greeting_timeout": 40, "session_timeout": 50}
     config = lab_config(
@@ -34,8 +36,12 @@ def test_scrape_answers_while_refresh_is_stuck_and_sigterm_stops_fast(
         assert value(samples, "mx_exporter_domains") == 2
         assert series(samples, "mx_smtp_up", domain="silent.lab.test") == []
     assert exporter.get("/-/ready")[0] == 503
-    assert exporter.stop(signal.SIGTERM) < 5.0
+    assert smtp_lab.open_connections(plan.SILENT) >= 1
+    assert exporter.stop(stop_signal) < 5.0
     assert exporter.proc.returncode == 0
+    # Every session socket was closed by the exporter, not left for the peer to time out.
+    smtp_lab.wait_idle(plan.SILENT, timeout=1.0)
+    smtp_lab.wait_idle(plan.DRIBBLE, timeout=1.0)
 
 
 def test_shared_address_probed_once_per_cycle(nsd_server: Any, smtp_lab: Any, start_exporter: Start) -> None:

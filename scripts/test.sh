@@ -15,7 +15,7 @@ if ((${#need_apt[@]})); then
   $SUDO apt-get update -qq
   # Postfix is only here for smtp-sink: no mail system configuration.
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
 VENV="${MX_EXPORTER_VENV:-.venv}"

@@ -29,16 +29,21 @@ from aiosmtplib.errors import (
     SMTPTimeoutError,
 )
 from aiosmtplib.esmtp import parse_esmtp_extensions
-from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 from cryptography.x509.verification import Store
 
 from mx_exporter import tls as tls_stage
 from mx_exporter.model import AddressResult, Family, ResolvedAddress, SmtpOutcome, TlsFacts
+from mx_exporter.smtp_wire import (
+    ProbeProtocol,
+    Transcript,
+    classify_ehlo,
+    classify_greeting,
+    duration,
+    reply_summary,
+    sanitize,
+)
 
-MAX_TRANSCRIPT_LINES = 50
-MAX_TRANSCRIPT_LINE = 200
-MAX_PEER_TEXT = 120
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _FQDN_RE = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})+")
 
@@ -78,110 +83,6 @@ class SmtpPolicy:
             raise ValueError("tls_ca_file must be a file path or None, got an empty string")
 
 
-# --- pure helpers
-
-
-def sanitize(text: str, limit: int = MAX_PEER_TEXT) -> str:
-    """Peer text made safe for logs: printable ASCII only (others become '?'), at most ``limit`` chars."""
-    clean = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
-    return clean if len(clean) <= limit else clean[: max(limit - 3, 0)] + "..."
-
-
-def reply_summary(code: int, message: str, limit: int = MAX_PEER_TEXT) -> str:
-    """'421 too busy': the code and the first line of a reply, sanitized and bounded."""
-    first = message.split("\n", 1)[0].strip()
-    return sanitize(f"{code} {first}".rstrip(), limit)
-
-
-def classify_greeting(code: int) -> SmtpOutcome | None:
-    """Outcome a final greeting code decides; None means the session goes on to EHLO."""
-    if 200 <= code <= 299:
-        return None
-    if 400 <= code <= 499:
-        return SmtpOutcome.GREETING_4XX
-    if 500 <= code <= 599:
-        return SmtpOutcome.GREETING_5XX
-    return SmtpOutcome.PROTOCOL_ERROR  # 1xx, 3xx or not an SMTP code at all: not a greeting
-
-
-def classify_ehlo(code: int) -> SmtpOutcome | None:
-    """Outcome an EHLO reply code decides; None means EHLO was accepted (250)."""
-    if code == 250:
-        return None
-    if 200 <= code <= 599:
-        return SmtpOutcome.EHLO_FAILED
-    return SmtpOutcome.PROTOCOL_ERROR
-
-
-def duration(seconds: float) -> str:
-    """Short human duration: '3 ms', '2.5 s'."""
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.3g} s"
-
-
-# --- the session
-
-
-class _Transcript:
-    """Timed 'C:'/'S:' lines, each bounded, at most MAX_TRANSCRIPT_LINES (then one truncation mark)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self.start = loop.time()
-        self.lines: list[str] = []
-
-    def elapsed(self) -> float:
-        return self._loop.time() - self.start
-
-    def add(self, text: str) -> None:
-        if len(self.lines) < MAX_TRANSCRIPT_LINES - 1:
-            self.lines.append(sanitize(f"+{self.elapsed():.3f}s {text}", MAX_TRANSCRIPT_LINE))
-        elif len(self.lines) == MAX_TRANSCRIPT_LINES - 1:
-            self.lines.append(f"+{self.elapsed():.3f}s ... transcript truncated")
-
-
-class _ProbeProtocol(SMTPProtocol):
-    """aiosmtplib's protocol, plus: every received line timed into the transcript, and a hard line limit."""
-
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, transcript: _Transcript, max_line_length: int
-    ) -> None:
-        super().__init__(loop=loop)
-        self._transcript = transcript
-        self._max_line = max_line_length
-        self._partial = bytearray()
-        self.bytes_received = 0
-        self.overlong = False
-
-    def data_received(self, data: bytes) -> None:
-        if self.overlong:
-            return
-        self.bytes_received += len(data)
-        *lines, rest = (bytes(self._partial) + data).split(b"\n")
-        for line in lines:
-            if len(line) + 1 > self._max_line:
-                return self._too_long()
-            self._transcript.add("S: " + line.rstrip(b"\r").decode("ascii", "replace"))
-        if len(rest) > self._max_line:
-            return self._too_long()
-        self._partial = bytearray(rest)
-        super().data_received(data)
-
-    def note_partial(self) -> None:
-        """Put an unfinished reply line (a dribbler's, say) into the transcript."""
-        if self._partial:
-            self._transcript.add(f"S: {self._partial.decode('ascii', 'replace')} (incomplete line)")
-
-    def _too_long(self) -> None:
-        self.overlong = True
-        self._transcript.add(f"reply line longer than {self._max_line} bytes: closing")
-        if isinstance(self.transport, asyncio.WriteTransport):
-            self.transport.abort()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._transcript.add("connection closed")
-        super().connection_lost(exc)
-
-
 @dataclass
 class _Session:
     """State of one session; each phase method returns False when the outcome is decided."""
@@ -190,7 +91,7 @@ class _Session:
     family: Family
     policy: SmtpPolicy
     loop: asyncio.AbstractEventLoop
-    transcript: _Transcript
+    transcript: Transcript
     phase: str = "connect"
     outcome: SmtpOutcome | None = None
     detail: str = ""
@@ -204,7 +105,7 @@ class _Session:
     in_sync: bool = False  # the last reply was read whole and well-formed: a further command is polite
     sock: socket.socket | None = None
     transport: asyncio.Transport | None = field(default=None, repr=False)
-    protocol: _ProbeProtocol | None = field(default=None, repr=False)
+    protocol: ProbeProtocol | None = field(default=None, repr=False)
 
     def decide(self, outcome: SmtpOutcome, detail: str) -> bool:
         self.outcome, self.detail = outcome, detail
@@ -239,7 +140,7 @@ class _Session:
         self.connect_seconds = self.connected_at - started
         self.transcript.add("connected")
         self.transport, self.protocol = await self.loop.create_connection(
-            lambda: _ProbeProtocol(self.loop, self.transcript, self.policy.max_line_length), sock=self.sock
+            lambda: ProbeProtocol(self.loop, self.transcript, self.policy.max_line_length), sock=self.sock
         )
         return True
 
@@ -484,7 +385,7 @@ async def probe_address(address: ResolvedAddress, policy: SmtpPolicy) -> Address
             detail="not probed: address is not global unicast and not in allow_networks",
         )
     loop = asyncio.get_running_loop()
-    session = _Session(_checked_ip(address), address.family, policy, loop, _Transcript(loop))
+    session = _Session(_checked_ip(address), address.family, policy, loop, Transcript(loop))
     try:
         async with asyncio.timeout(policy.session_timeout):
             await session.run()

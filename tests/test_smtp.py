@@ -13,15 +13,14 @@ from typing import Any
 import pytest
 
 from mx_exporter.model import Family, ResolvedAddress, SmtpOutcome
-from mx_exporter.smtp import (
+from mx_exporter.smtp import SmtpPolicy, probe_address
+from mx_exporter.smtp_wire import (
     MAX_TRANSCRIPT_LINE,
     MAX_TRANSCRIPT_LINES,
-    SmtpPolicy,
-    _Transcript,
+    Transcript,
     classify_ehlo,
     classify_greeting,
     duration,
-    probe_address,
     reply_summary,
     sanitize,
 )
@@ -467,7 +466,7 @@ def test_duration(seconds: float, text: str) -> None:
 
 def test_transcript_bound() -> None:
     loop = asyncio.new_event_loop()
-    transcript = _Transcript(loop)
+    transcript = Transcript(loop)
     for n in range(120):
         transcript.add(f"S: 250-{n} " + "w" * 400)
     loop.close()

@@ -42,6 +42,9 @@ _LDH_LABEL = re.compile(r"[a-z0-9-]{1,63}")
 _RDTYPES = {Family.IPV4: dns.rdatatype.A, Family.IPV6: dns.rdatatype.AAAA}
 _MAX_LOG_TEXT = 200  # characters of an error message kept in the log
 _MAX_LOG_RECORDS = 10  # records of one answer shown in the log
+# Exchanges probed per domain, most preferred first: a hostile or broken zone with hundreds of MX records must not
+# turn into hundreds of sessions and thousands of series. Real MX sets hold a handful.
+MAX_EXCHANGES = 32
 
 
 @dataclass(frozen=True)
@@ -309,6 +312,10 @@ async def _explicit_mx(domain: str, answer: dns.resolver.Answer, run: _Run) -> R
     if duplicates:
         problems.add(Misconfiguration.DUPLICATE_EXCHANGE)
     order = sorted(best.items(), key=lambda item: (item[1][0], item[0]))
+    dropped = len(order) - MAX_EXCHANGES
+    if dropped > 0:
+        order = order[:MAX_EXCHANGES]
+        run.note(f"{dropped} least preferred exchanges not probed (limit {MAX_EXCHANGES} per domain)")
     exchanges = await asyncio.gather(
         *(_exchange(text, pref, target, text in duplicates, run) for text, (pref, target) in order)
     )
@@ -316,6 +323,8 @@ async def _explicit_mx(domain: str, answer: dns.resolver.Answer, run: _Run) -> R
         problems |= exchange.problems
     tiers = len({exchange.preference for exchange in exchanges})
     detail = f"{_count(len(records), 'MX record')}, {_count(len(exchanges), 'exchange')} in {_count(tiers, 'tier')}"
+    if dropped > 0:
+        detail += f"; {dropped} least preferred exchanges not probed (limit {MAX_EXCHANGES})"
     if problems:
         detail += "; problems: " + ", ".join(sorted(problems))
     return Resolution(

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from mx_exporter.model import DnsStatus, Family, Misconfiguration, Resolution
 from mx_exporter.resolve import (
+    MAX_EXCHANGES,
     ResolvePolicy,
     address_allowed,
     make_resolver,
@@ -524,3 +525,12 @@ def test_port_held_by_another_nsd_is_not_trusted(
     with lab_nsd.NsdServer() as second:
         assert second.port != nsd_server.port
         assert second.identity != nsd_server.identity
+
+
+async def test_huge_mx_set_is_capped_to_the_most_preferred_exchanges(nsd_server: NsdServer) -> None:
+    r = await resolve(nsd_server, "hugemx.lab.test")
+    assert r.status is DnsStatus.OK and r.mx_records == 40
+    assert [e.preference for e in r.exchanges] == list(range(1, MAX_EXCHANGES + 1))
+    assert all(e.addresses for e in r.exchanges)
+    assert "8 least preferred exchanges not probed" in r.detail
+    assert any("not probed (limit 32 per domain)" in line for line in r.log)

@@ -194,6 +194,7 @@ class Watcher:
         self.prober = Prober(settings, on_session=metrics.sessions.inc)
         self.domains = watched_domains(settings)
         self.names = {d.name for d in self.domains}
+        self.configured = {d.name: d for d in settings.domains}  # per-domain options, also for /probe
         metrics.domains.set(len(self.domains))
 
     def apply(self, settings: Settings) -> None:
@@ -202,6 +203,7 @@ class Watcher:
         self.prober = Prober(settings, self.metrics.sessions.inc, self.prober.in_flight)
         self.domains = watched_domains(settings)
         self.names = {d.name for d in self.domains}
+        self.configured = {d.name: d for d in settings.domains}
         for gone in set(self.reports) - self.names:
             del self.reports[gone]
             self.version += 1

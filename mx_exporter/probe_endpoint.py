@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import yaml
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -89,11 +88,6 @@ def debug_text(report: DomainReport, settings: Settings, reused: bool) -> str:
     return "\n".join(lines)
 
 
-@dataclass
-class _Flight:
-    task: asyncio.Task[DomainReport]
-
-
 class ProbeService:
     """Shares probes between concurrent requests and caps how many distinct probes run at once."""
 
@@ -106,7 +100,7 @@ class ProbeService:
         self._prober = prober
         self._watched = watched
         self._config = config
-        self._flights: dict[str, _Flight] = {}
+        self._flights: dict[str, asyncio.Task[DomainReport]] = {}
 
     def reusable(self, domain: str, max_age: float) -> DomainReport | None:
         report = self._watched().get(domain)
@@ -120,11 +114,10 @@ class ProbeService:
             if len(self._flights) >= max_concurrent:
                 raise ProbeRejected(429, f"too many probes in flight ({max_concurrent}); try again later")
             deadline = time.monotonic() + budget
-            task = asyncio.create_task(
+            flight = asyncio.create_task(
                 self._prober().probe(domain, CycleCache(), self._config().get(domain), deadline)
             )
-            flight = _Flight(task)
             self._flights[domain] = flight
-            task.add_done_callback(lambda _t: self._flights.pop(domain, None))
+            flight.add_done_callback(lambda _t: self._flights.pop(domain, None))
         # The shared probe honours its own deadline; this request also stops waiting at its own.
-        return await asyncio.wait_for(asyncio.shield(flight.task), budget + 0.5)
+        return await asyncio.wait_for(asyncio.shield(flight), budget + 0.5)

@@ -91,7 +91,7 @@ class ExporterWeb:
         self.probes = ProbeService(
             prober=lambda: watcher.prober,
             watched=lambda: watcher.reports,
-            config=lambda: {d.name: d for d in watcher.settings.domains},
+            config=lambda: watcher.configured,
         )
 
     @property

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.lab.exporter import free_port, lab_config
+from tests.lab.exporter import free_port, lab_config, wait_for
 from tests.test_dashboard import load as load_dashboard
 from tests.test_rules import PROM_DIR, RULES, load_rules, run_promtool
 
@@ -84,15 +84,6 @@ def http_get(url: str, timeout: float = HTTP_TIMEOUT) -> tuple[int, str]:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str, log: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{log()}")
 
 
 class Process:

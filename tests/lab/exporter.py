@@ -64,6 +64,18 @@ def lab_config(nameserver: str, smtp_port: int, domains: list[Any], **extra: Any
 Samples = list[Sample]
 
 
+def wait_for(
+    check: Callable[[], bool], timeout: float, what: str, log: Callable[[], str], interval: float = 0.2
+) -> None:
+    """Poll ``check`` until it holds; past ``timeout`` fail with what was awaited and the process log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{log()}")
+
+
 class Exporter:
     """One running exporter process."""
 
@@ -107,12 +119,7 @@ class Exporter:
             return None
 
     def wait_until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{self.log()}")
+        wait_for(check, timeout, what, self.log)
 
     def scrape(self, path: str = "/metrics") -> Samples:
         status, body, _ = self.get(path)

@@ -58,6 +58,9 @@ server:
     hide-identity: no
     identity: "{identity}"
     zonefiles-write: 0
+    # No response-rate limiting: NSD's default answers at most ~200 NODATA/NXDOMAIN a second per source,
+    # which would turn the suite's and bench's loopback bursts into truncated replies and retries.
+    rrl-ratelimit: 0
 remote-control:
     control-enable: no
 zone:

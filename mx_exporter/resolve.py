@@ -5,6 +5,10 @@ One entry point, ``resolve_domain``: it never raises for DNS trouble. Every answ
 Addresses outside global unicast are marked not allowed unless inside ``allow_networks``: the SMTP stage never
 connects to them (SSRF guard). An exchange written as an IP address is flagged and not looked up: senders refuse
 it (Exim's allow_mx_to_ip defaults to false, Postfix rejects numeric MX names).
+
+The questions go through ``dnsquery.DnsClient`` (``make_resolver``). A caller-owned ``NameCache`` makes every
+(name, type) one question per refresh cycle, however many domains share it; a ``QueryObserver`` hears of every
+question that went on the wire.
 """
 
 from __future__ import annotations
@@ -12,20 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import re
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-import dns.asyncresolver
-import dns.exception
-import dns.message
 import dns.name
 import dns.nameserver
-import dns.rdatatype
-import dns.resolver
-import idna
 
+from mx_exporter.dnsquery import DnsClient, Reply, parse_nameserver, system_nameservers
 from mx_exporter.model import (
     DnsStatus,
     Family,
@@ -34,17 +34,69 @@ from mx_exporter.model import (
     ResolvedAddress,
     ResolvedExchange,
 )
+from mx_exporter.names import Network, address_allowed, looks_like_ip_literal, normalize_domain
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Reply = dns.resolver.Answer | Exception
+__all__ = [
+    "MAX_EXCHANGES",
+    "RESULTS",
+    "DnsClient",
+    "NameCache",
+    "QueryObserver",
+    "ResolvePolicy",
+    "address_allowed",
+    "make_resolver",
+    "normalize_domain",
+    "parse_nameserver",
+    "resolve_domain",
+]
 
-_LDH_LABEL = re.compile(r"[a-z0-9-]{1,63}")
-_RDTYPES = {Family.IPV4: dns.rdatatype.A, Family.IPV6: dns.rdatatype.AAAA}
+log = logging.getLogger(__name__)
+
+
+_RDTYPES = {Family.IPV4: "A", Family.IPV6: "AAAA"}
 _MAX_LOG_TEXT = 200  # characters of an error message kept in the log
 _MAX_LOG_RECORDS = 10  # records of one answer shown in the log
 # Exchanges probed per domain, most preferred first: a hostile or broken zone with hundreds of MX records must not
 # turn into hundreds of sessions and thousands of series. Real MX sets hold a handful.
 MAX_EXCHANGES = 32
+
+# How a question that went on the wire ended (QueryObserver.query's ``result``).
+RESULTS = ("answer", "nxdomain", "nodata", "servfail", "timeout", "error")
+
+
+class QueryObserver(Protocol):
+    """Told of every question put on the wire (not of those a NameCache answered), once it has ended."""
+
+    def query(self, rdtype: str, result: str, tcp_retry: bool) -> None:
+        """rdtype "MX", "A" or "AAAA"; result one of RESULTS; tcp_retry: truncated over UDP, asked over TCP."""
+
+
+class NameCache:
+    """One refresh cycle's DNS answers: each (name, type) asked once, kept no longer than its TTL."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.hits = 0  # questions answered from the cache (or joined in flight)
+        self._answers: dict[tuple[str, str], tuple[float, Reply]] = {}  # key -> (expires at, reply)
+        self._in_flight: dict[tuple[str, str], asyncio.Future[Reply | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def _get(self, key: tuple[str, str]) -> Reply | None:
+        entry = self._answers.get(key)
+        if entry is None:
+            return None
+        if self.clock() < entry[0]:
+            return entry[1]
+        del self._answers[key]
+        return None
+
+    def _put(self, key: tuple[str, str], reply: Reply) -> None:
+        # Answers live for their TTL, negative answers for their SOA's (else the cycle), failures for the cycle:
+        # a thousand domains behind one dead nameserver cost one timeout, not a thousand.
+        ttl = reply.cache_ttl if reply.result in ("answer", "nxdomain", "nodata") else None
+        self._answers[key] = (float("inf") if ttl is None else self.clock() + ttl, reply)
 
 
 @dataclass(frozen=True)
@@ -56,10 +108,13 @@ class ResolvePolicy:
     families: tuple[Family, ...] = (Family.IPV4, Family.IPV6)
     max_addresses_per_exchange: int = 5
     allow_networks: tuple[Network, ...] = ()
+    max_queries_per_second: float | None = None  # queries put on the wire, at most; None = unlimited
 
     def __post_init__(self) -> None:
         if not self.timeout > 0:
             raise ValueError(f"resolver timeout must be above 0 seconds, got {self.timeout}")
+        if self.max_queries_per_second is not None and not self.max_queries_per_second > 0:
+            raise ValueError(f"max_queries_per_second must be above 0, got {self.max_queries_per_second}")
         if not self.families:
             raise ValueError("at least one address family (ipv4, ipv6) is needed")
         if self.max_addresses_per_exchange < 1:
@@ -70,183 +125,153 @@ class ResolvePolicy:
             parse_nameserver(text)
 
 
-def parse_nameserver(text: str) -> tuple[str, int]:
-    """Split "ip", "ip:port", "[v6]" or "[v6]:port" into (ip, port); the port defaults to 53."""
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"nameserver {text!r}: expected [ipv6] or [ipv6]:port")
-        port_text = rest[1:] if rest else ""
-        if rest and not port_text:
-            raise ValueError(f"nameserver {text!r}: empty port after ':'")
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-        if not port_text:
-            raise ValueError(f"nameserver {text!r}: empty port after ':'")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"nameserver {text!r}: {host!r} is not an IP address") from None
-    if isinstance(address, ipaddress.IPv4Address) and text.startswith("["):
-        raise ValueError(f"nameserver {text!r}: brackets are only for IPv6 addresses")
-    if not port_text:
-        return str(address), 53
-    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"nameserver {text!r}: port must be a number from 1 to 65535")
-    return str(address), int(port_text)
+def make_resolver(policy: ResolvePolicy) -> DnsClient:
+    """A client for the policy's nameservers (or the system's); no cache of its own: probes want fresh answers.
 
-
-def make_resolver(policy: ResolvePolicy) -> dns.asyncresolver.Resolver:
-    """A resolver with the policy's nameservers (or the system's); no cache: probes want fresh answers."""
+    Each attempt waits min(2 s, policy.timeout), retried within the lifetime policy.timeout; EDNS payload 1232.
+    The client holds sockets: close it with ``await client.aclose()`` (or ``client.close()``) when done.
+    """
+    rotate = False
+    listed: list[str | dns.nameserver.Nameserver] = []
     if policy.nameservers:
-        resolver = dns.asyncresolver.Resolver(configure=False)
         servers = [parse_nameserver(text) for text in policy.nameservers]
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(ip, port) for ip, port in servers]
     else:
         try:
-            resolver = dns.asyncresolver.Resolver()
-        except (dns.resolver.NoResolverConfiguration, OSError) as exc:
+            system, rotate = system_nameservers()
+            servers = [_system_server(entry) for entry in system]
+        except Exception as exc:  # dnspython's NoResolverConfiguration, OSError, an unusable entry
             raise ValueError(
                 f"no usable system resolver (/etc/resolv.conf): {exc}; set resolver nameservers"
             ) from None
-    resolver.cache = None
-    resolver.lifetime = policy.timeout
-    resolver.timeout = min(
-        2.0, policy.timeout
-    )  # per attempt: a lost UDP packet is retried within the lifetime
-    resolver.use_edns(0, 0, 1232)  # DNS flag day 2020 size: fewer truncated answers; dnspython retries on TCP
-    return resolver
+        listed = list(system)
+    return DnsClient(
+        servers,
+        lifetime=policy.timeout,
+        max_queries_per_second=policy.max_queries_per_second,
+        rotate=rotate,
+        nameservers=listed,
+    )
 
 
-def normalize_domain(text: str) -> str:
-    """The IDNA 2008 (UTS #46) ASCII form, lower case, no trailing dot; ValueError with a one-line reason."""
-    if not text:
-        raise ValueError("domain is empty")
-    if any(ch.isspace() for ch in text):
-        raise ValueError(f"domain {text!r} contains whitespace")
-    if _is_ip(text.strip("[]")):
-        raise ValueError(f"{text!r} is an IP address, not a domain name")
-    if any(ch in text for ch in "/:@"):
-        raise ValueError(f"{text!r} looks like a URL or mail address; give a bare domain name")
-    bare = text[:-1] if text.endswith(".") else text
-    if not bare:
-        raise ValueError("the root '.' is not a mail domain")
-    if bare.isascii():
-        ascii_name = bare.lower()
-    else:
-        try:
-            ascii_name = idna.encode(bare, uts46=True).decode("ascii").lower()
-        except UnicodeError as exc:
-            raise ValueError(f"domain {text!r} is not a valid internationalized name: {exc}") from None
-    if len(ascii_name) > 253:
-        raise ValueError(f"domain is {len(ascii_name)} characters long, the limit is 253")
-    for label in ascii_name.split("."):
-        _check_label(label, text)
-    if ascii_name.rsplit(".", 1)[-1].isdigit():
-        raise ValueError(
-            f"{text!r} looks like an IP address (its last label is all digits), not a domain name"
-        )
-    return ascii_name
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _check_label(label: str, text: str) -> None:
-    if not label:
-        raise ValueError(f"domain {text!r} has an empty label ('..' or a leading dot)")
-    if len(label) > 63:
-        raise ValueError(f"domain {text!r} has a label of {len(label)} characters, the limit is 63")
-    if not _LDH_LABEL.fullmatch(label):
-        raise ValueError(f"domain {text!r}: label {label!r} may only hold letters, digits and hyphens")
-    if label.startswith("-") or label.endswith("-"):
-        raise ValueError(f"domain {text!r}: label {label!r} starts or ends with a hyphen")
-
-
-def address_allowed(address: str, allow_networks: Sequence[Network]) -> bool:
-    """May this address be probed: global unicast, or inside an allowed network (ValueError if not an IP)."""
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # judge ::ffff:10.0.0.1 as the IPv4 address it reaches
-    if any(ip.version == net.version and ip in net for net in allow_networks):
-        return True
-    return ip.is_global and not ip.is_multicast
+def _system_server(entry: object) -> tuple[str, int]:
+    """(address, port) of one resolv.conf nameserver as dnspython lists it (text, or a Do53Nameserver)."""
+    if isinstance(entry, str):
+        return entry, 53
+    if isinstance(entry, dns.nameserver.Do53Nameserver):
+        return entry.address, entry.port
+    raise ValueError(f"nameserver {entry} is not a plain DNS server")
 
 
 class _Run:
-    """One domain's resolution: the resolver, policy, concurrency limit, and the timed log of questions."""
+    """One domain's resolution: client, policy, limit, cache and observer, and the timed log of questions."""
 
     def __init__(
-        self, resolver: dns.asyncresolver.Resolver, policy: ResolvePolicy, limit: asyncio.Semaphore | None
-    ):
+        self,
+        resolver: DnsClient,
+        policy: ResolvePolicy,
+        limit: asyncio.Semaphore | None,
+        cache: NameCache | None,
+        observer: QueryObserver | None,
+    ) -> None:
         self.resolver = resolver
         self.policy = policy
         self.limit = limit
+        self.cache = cache
+        self.observer = observer
         self.started = time.monotonic()
         self.lines: list[str] = []
 
     def note(self, text: str) -> None:
         self.lines.append(f"{(time.monotonic() - self.started) * 1000:7.1f} ms  {text}")
 
-    async def ask(self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> Reply:
-        """One question; the answer or the exception that ended it (never raised)."""
-        question = f"{qname} {rdtype.name}"
+    async def ask(self, qname: dns.name.Name, rdtype: str) -> Reply:
+        """One question, from the cycle's cache, joined in flight, or on the wire; never raises."""
+        question = f"{qname} {rdtype}"
+        cache = self.cache
+        if cache is None:
+            return await self._wire(qname, rdtype, question)
+        key = (question.lower(), rdtype)
+        while True:
+            reply = cache._get(key)
+            if reply is not None:
+                self.note(f"? {question}")
+                return self._cached(question, reply, cache)
+            shared = cache._in_flight.get(key)
+            if shared is None:
+                break
+            self.note(f"? {question}")
+            joined = await asyncio.shield(shared)
+            if joined is not None:
+                return self._cached(question, joined, cache)
+            # The domain that asked was cancelled before its answer came: ask again.
+        future: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
+        cache._in_flight[key] = future
+        try:
+            reply = await self._wire(qname, rdtype, question)
+        except BaseException:
+            future.set_result(None)  # cancelled before the answer: whoever joined asks again
+            raise
+        finally:
+            if cache._in_flight.get(key) is future:
+                del cache._in_flight[key]
+        cache._put(key, reply)
+        future.set_result(reply)
+        return reply
+
+    def _cached(self, question: str, reply: Reply, cache: NameCache) -> Reply:
+        cache.hits += 1
+        self.note(f"{_describe(question, reply, self.policy.timeout)} (cached)")
+        return reply
+
+    async def _wire(self, qname: dns.name.Name, rdtype: str, question: str) -> Reply:
         async with self.limit if self.limit is not None else contextlib.nullcontext():
             self.note(f"? {question}")
+            reply = await self.resolver.query(qname, rdtype, self.policy.timeout)
+        if self.observer is not None:
             try:
-                async with asyncio.timeout(self.policy.timeout):  # hard bound over dnspython's retry backoff
-                    answer = await self.resolver.resolve(
-                        qname, rdtype, lifetime=self.policy.timeout, search=False
-                    )
-            except Exception as exc:  # every failure is classified, none escapes
-                self.note(f"! {question}: {_describe_error(exc, self.policy.timeout)}")
-                return exc
-        self.note(f"= {question}: {_describe_answer(answer)}")
-        return answer
+                self.observer.query(rdtype, reply.result, reply.tcp_retry)
+            except Exception:  # a broken observer must not break resolution
+                log.exception("DNS query observer failed")
+        self.note(_describe(question, reply, self.policy.timeout))
+        return reply
 
     def log(self) -> tuple[str, ...]:
         return tuple(self.lines)
 
 
-def _describe_answer(answer: dns.resolver.Answer) -> str:
-    assert answer.rrset is not None  # resolve() raises NoAnswer instead
-    via = f" via CNAME {answer.canonical_name}" if answer.canonical_name != answer.qname else ""
-    shown = [rdata.to_text() for rdata in list(answer.rrset)[:_MAX_LOG_RECORDS]]
-    if len(answer.rrset) > _MAX_LOG_RECORDS:
-        shown.append(f"... ({len(answer.rrset) - _MAX_LOG_RECORDS} more)")
-    return f"{', '.join(shown)} (ttl {answer.rrset.ttl}){via}"
+def _describe(question: str, reply: Reply, timeout: float) -> str:
+    """The log line of an answer ("= ...") or of a failure ("! ...")."""
+    if reply.result == "answer":
+        records = [f"{mx.preference} {mx.exchange}" for mx in reply.mx] if reply.mx else list(reply.addresses)
+        shown = records[:_MAX_LOG_RECORDS]
+        if len(records) > _MAX_LOG_RECORDS:
+            shown.append(f"... ({len(records) - _MAX_LOG_RECORDS} more)")
+        via = f" via CNAME {reply.canonical}" if reply.canonical is not None else ""
+        return f"= {question}: {', '.join(shown)} (ttl {reply.ttl}){via}"
+    return f"! {question}: {_describe_failure(reply, timeout)}"
 
 
-def _describe_error(exc: Exception, timeout: float) -> str:
-    if isinstance(exc, dns.resolver.NXDOMAIN):
-        return "NXDOMAIN (no such name)"
-    if isinstance(exc, dns.resolver.NoAnswer):
-        return "NODATA (the name exists, no records of this type)"
-    if isinstance(exc, dns.exception.Timeout | TimeoutError):
-        return f"timeout: no answer within {timeout:g} s"
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, dns.resolver.NoNameservers):
-        return f"no nameserver answered: {text[:_MAX_LOG_TEXT]}"
-    return f"error ({type(exc).__name__}): {text[:_MAX_LOG_TEXT]}"
+def _describe_failure(reply: Reply, timeout: float) -> str:
+    text = " ".join(reply.detail.split())[:_MAX_LOG_TEXT]
+    via = f" (via CNAME {reply.canonical})" if reply.canonical is not None else ""
+    if reply.result == "nxdomain":
+        return f"NXDOMAIN (no such name){via}"
+    if reply.result == "nodata":
+        return f"NODATA (the name exists, no records of this type){via}"
+    if reply.result == "timeout":
+        return f"timeout: no answer within {timeout:g} s" + (f" ({text})" if text else "")
+    if reply.result == "servfail":
+        return f"no nameserver answered: {text}"
+    return f"error: {text}"
 
 
-def _status_of(exc: Exception) -> DnsStatus:
-    if isinstance(exc, dns.resolver.NXDOMAIN):
-        return DnsStatus.NXDOMAIN
-    if isinstance(exc, dns.resolver.NoAnswer):
-        return DnsStatus.NODATA
-    if isinstance(exc, dns.resolver.NoNameservers):
-        return DnsStatus.SERVFAIL
-    if isinstance(exc, dns.exception.Timeout | TimeoutError):
-        return DnsStatus.TIMEOUT
-    return DnsStatus.ERROR
-
+_STATUS = {
+    "nxdomain": DnsStatus.NXDOMAIN,
+    "nodata": DnsStatus.NODATA,
+    "servfail": DnsStatus.SERVFAIL,
+    "timeout": DnsStatus.TIMEOUT,
+    "error": DnsStatus.ERROR,
+}
 
 _FAILURE_DETAIL = {
     DnsStatus.NXDOMAIN: "the domain does not exist (NXDOMAIN): no mail hosts, no fallback",
@@ -258,34 +283,40 @@ _FAILURE_DETAIL = {
 
 async def resolve_domain(
     domain: str,
-    resolver: dns.asyncresolver.Resolver,
+    resolver: DnsClient,
     policy: ResolvePolicy,
     limit: asyncio.Semaphore | None = None,
+    *,
+    cache: NameCache | None = None,
+    observer: QueryObserver | None = None,
 ) -> Resolution:
-    """Look up the domain's MX (or implicit MX) and each exchange's addresses; DNS trouble is a status."""
+    """Look up the domain's MX (or implicit MX) and each exchange's addresses; DNS trouble is a status.
+
+    ``limit`` bounds the questions on the wire at once; ``cache`` (one per refresh cycle, owned by the caller)
+    answers a (name, type) already asked in that cycle; ``observer`` hears of every question put on the wire.
+    """
     try:
         name = normalize_domain(domain)
     except ValueError as exc:
         return Resolution(domain=domain, status=DnsStatus.ERROR, detail=f"invalid domain name: {exc}")
-    run = _Run(resolver, policy, limit)
+    run = _Run(resolver, policy, limit, cache, observer)
     qname = dns.name.from_text(name + ".")
-    reply = await run.ask(qname, dns.rdatatype.MX)
-    if isinstance(reply, dns.resolver.Answer):
+    reply = await run.ask(qname, "MX")
+    if reply.result == "answer":
         return await _explicit_mx(name, reply, run)
-    status = _status_of(reply)
+    status = _STATUS[reply.result]
     if status is DnsStatus.NODATA:
         return await _implicit_mx(name, qname, run)
     detail = _FAILURE_DETAIL[status]
     if status is DnsStatus.ERROR:
-        detail = f"{detail}: {_describe_error(reply, policy.timeout)}"
+        detail = f"{detail}: {_describe_failure(reply, policy.timeout)}"
     return Resolution(domain=name, status=status, detail=detail, log=run.log())
 
 
-async def _explicit_mx(domain: str, answer: dns.resolver.Answer, run: _Run) -> Resolution:
+async def _explicit_mx(domain: str, answer: Reply, run: _Run) -> Resolution:
     """An MX RRset: null MX, or every distinct exchange at its lowest preference (RFC 5321 §5.1, RFC 7505)."""
-    assert answer.rrset is not None
-    records = list(answer.rrset)
-    ttl = answer.rrset.ttl
+    records = answer.mx
+    ttl = answer.ttl
     is_null = [rdata.exchange == dns.name.root for rdata in records]
     if len(records) == 1 and is_null[0]:
         detail = "null MX: the domain accepts no mail by design (RFC 7505)"
@@ -344,7 +375,7 @@ async def _exchange(
 ) -> ResolvedExchange:
     """One MX target: flag what trips senders, then its A/AAAA addresses (CNAMEs followed, as senders do)."""
     problems: set[Misconfiguration] = {Misconfiguration.DUPLICATE_EXCHANGE} if duplicate else set()
-    if _looks_like_ip_literal(target):
+    if looks_like_ip_literal(target):
         # Senders refuse an address written as an MX name (Exim's allow_mx_to_ip, Postfix): never looked up.
         run.note(f"  {name} is an IP address written as a host name: senders refuse it, not looked up")
         problems.add(Misconfiguration.IP_LITERAL_TARGET)
@@ -399,10 +430,9 @@ async def _addresses(
     canonical: dns.name.Name | None = None
     for family, reply in zip(families, replies, strict=True):
         if canonical is None:
-            canonical = _canonical_name(reply, qname)
-        if isinstance(reply, dns.resolver.Answer) and reply.rrset is not None:
-            ips = sorted({ipaddress.ip_address(rdata.address) for rdata in reply.rrset})
-            found.extend((family, str(ip)) for ip in ips)
+            canonical = reply.canonical  # where a CNAME chain led (answer, NODATA or NXDOMAIN)
+        ips = sorted({ipaddress.ip_address(address) for address in reply.addresses})
+        found.extend((family, str(ip)) for ip in ips)
     limit = run.policy.max_addresses_per_exchange
     if len(found) > limit:
         run.note(f"  {name}: {len(found)} addresses, only the first {limit} are probed")
@@ -413,30 +443,5 @@ async def _addresses(
     return addresses, None if canonical is None else canonical.to_text(omit_final_dot=True).lower()
 
 
-def _canonical_name(reply: Reply, qname: dns.name.Name) -> dns.name.Name | None:
-    """Where a CNAME chain from qname led, when the reply (answer, NODATA or NXDOMAIN) shows one."""
-    canonical: dns.name.Name | None = None
-    try:
-        if isinstance(reply, dns.resolver.Answer):
-            canonical = reply.canonical_name
-        elif isinstance(reply, dns.resolver.NoAnswer):
-            response = reply.kwargs.get("response")
-            if isinstance(response, dns.message.QueryMessage):
-                canonical = response.canonical_name()
-        elif isinstance(reply, dns.resolver.NXDOMAIN):
-            canonical = reply.canonical_name
-    except (dns.exception.DNSException, KeyError, TypeError):
-        return None
-    return canonical if canonical is not None and canonical != qname else None
-
-
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}{'es' if noun.endswith('s') else 's'}"
-
-
-def _looks_like_ip_literal(name: dns.name.Name) -> bool:
-    """An exchange "name" that is an address: 192.0.2.1., [192.0.2.1], [2001:db8::1], all-digit labels."""
-    if _is_ip(name.to_text(omit_final_dot=True).strip("[]")):
-        return True
-    labels = [label for label in name.labels if label]
-    return bool(labels) and all(label.isdigit() for label in labels)

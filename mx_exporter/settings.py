@@ -44,6 +44,8 @@ class ResolverSettings(_Strict):
     nameservers: list[str] = Field(default_factory=list, description="empty: the system resolver")
     timeout: Seconds = 5.0
     max_concurrent_queries: Annotated[int, Field(ge=1, le=10_000)] = 64
+    # Queries put on the wire per second, at most (a token bucket); None: unlimited.
+    max_queries_per_second: Annotated[float, Field(gt=0, le=1_000_000)] | None = None
 
     @field_validator("nameservers")
     @classmethod

@@ -177,3 +177,41 @@ def test_console_script_config_check() -> None:
     )
     assert done.returncode == 1
     assert f"{bad}: smtp.port: Input should be less than or equal to 65535" in done.stderr
+
+
+def test_resolver_rate_limit_defaults_to_unlimited_and_is_read_from_every_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings(None).resolver.max_queries_per_second is None
+    assert "resolver.max_queries_per_second" in leaf_keys()
+    path = tmp_path / "s.yml"
+    path.write_text("resolver:\n  max_queries_per_second: 250\n")
+    assert load_settings(str(path)).resolver.max_queries_per_second == 250
+    path.write_text("resolver:\n  max_queries_per_second: null\n")
+    assert load_settings(str(path)).resolver.max_queries_per_second is None
+    monkeypatch.setenv("MX_EXPORTER_RESOLVER__MAX_QUERIES_PER_SECOND", "12.5")
+    assert load_settings(str(path)).resolver.max_queries_per_second == 12.5
+    assert (
+        load_settings(None, {"resolver": {"max_queries_per_second": 40}}).resolver.max_queries_per_second
+        == 40
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (0, "Input should be greater than 0"),
+        (-5, "Input should be greater than 0"),
+        ("fast", "Input should be a valid number, unable to parse string as a number"),
+    ],
+)
+def test_resolver_rate_limit_must_be_above_zero(value: object, reason: str, tmp_path: Path) -> None:
+    key = "resolver.max_queries_per_second"
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, {"resolver": {"max_queries_per_second": value}})
+    assert str(err.value) == f"flag --{key}: {key}: {reason}"
+    path = tmp_path / "s.yml"
+    path.write_text(f"resolver:\n  max_queries_per_second: {value}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(str(path))
+    assert str(err.value) == f"{path}: {key}: {reason}"

@@ -1,0 +1,87 @@
+"""Domain names and addresses as the exporter accepts them: for settings, /probe, `check` and the resolver.
+
+``normalize_domain`` turns what an operator typed into the IDNA ASCII form or refuses it with a one-line reason;
+``address_allowed`` is the SSRF guard (only global unicast, unless inside ``allow_networks``);
+``looks_like_ip_literal`` spots an MX target that is an address written as a name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+
+import dns.name
+import idna
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_LDH_LABEL = re.compile(r"[a-z0-9-]{1,63}")
+
+
+def normalize_domain(text: str) -> str:
+    """The IDNA 2008 (UTS #46) ASCII form, lower case, no trailing dot; ValueError with a one-line reason."""
+    if not text:
+        raise ValueError("domain is empty")
+    if any(ch.isspace() for ch in text):
+        raise ValueError(f"domain {text!r} contains whitespace")
+    if _is_ip(text.strip("[]")):
+        raise ValueError(f"{text!r} is an IP address, not a domain name")
+    if any(ch in text for ch in "/:@"):
+        raise ValueError(f"{text!r} looks like a URL or mail address; give a bare domain name")
+    bare = text[:-1] if text.endswith(".") else text
+    if not bare:
+        raise ValueError("the root '.' is not a mail domain")
+    if bare.isascii():
+        ascii_name = bare.lower()
+    else:
+        try:
+            ascii_name = idna.encode(bare, uts46=True).decode("ascii").lower()
+        except UnicodeError as exc:
+            raise ValueError(f"domain {text!r} is not a valid internationalized name: {exc}") from None
+    if len(ascii_name) > 253:
+        raise ValueError(f"domain is {len(ascii_name)} characters long, the limit is 253")
+    for label in ascii_name.split("."):
+        _check_label(label, text)
+    if ascii_name.rsplit(".", 1)[-1].isdigit():
+        raise ValueError(
+            f"{text!r} looks like an IP address (its last label is all digits), not a domain name"
+        )
+    return ascii_name
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_label(label: str, text: str) -> None:
+    if not label:
+        raise ValueError(f"domain {text!r} has an empty label ('..' or a leading dot)")
+    if len(label) > 63:
+        raise ValueError(f"domain {text!r} has a label of {len(label)} characters, the limit is 63")
+    if not _LDH_LABEL.fullmatch(label):
+        raise ValueError(f"domain {text!r}: label {label!r} may only hold letters, digits and hyphens")
+    if label.startswith("-") or label.endswith("-"):
+        raise ValueError(f"domain {text!r}: label {label!r} starts or ends with a hyphen")
+
+
+def address_allowed(address: str, allow_networks: Sequence[Network]) -> bool:
+    """May this address be probed: global unicast, or inside an allowed network (ValueError if not an IP)."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # judge ::ffff:10.0.0.1 as the IPv4 address it reaches
+    if any(ip.version == net.version and ip in net for net in allow_networks):
+        return True
+    return ip.is_global and not ip.is_multicast
+
+
+def looks_like_ip_literal(name: dns.name.Name) -> bool:
+    """An exchange "name" that is an address: 192.0.2.1., [192.0.2.1], [2001:db8::1], all-digit labels."""
+    if _is_ip(name.to_text(omit_final_dot=True).strip("[]")):
+        return True
+    labels = [label for label in name.labels if label]
+    return bool(labels) and all(label.isdigit() for label in labels)

@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
 def _check_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mx-exporter check",
-        description="Resolve and probe domains once, print their MX health. Exit status: 0 deliverable with "
+        description="Resolve and probe domains once, print their MX health (problem domains first, then a "
+        "summary line when there are several). Exit status: 0 deliverable with "
         "primary up (or null MX by design), 1 primary down but deliverable, 2 undeliverable, 3 DNS or config "
         "error; with several domains, the worst.",
     )
@@ -115,7 +116,7 @@ async def _check(settings: Settings, domains: list[str]) -> list[DomainReport]:
 
 
 def run_check(argv: Sequence[str]) -> int:
-    from mx_exporter.report_text import exit_code, render_text, to_json, worst_exit_code
+    from mx_exporter.report_text import exit_code, render_run, to_json, worst_exit_code
 
     ns = _check_parser().parse_args(argv)
     try:
@@ -132,7 +133,7 @@ def run_check(argv: Sequence[str]) -> int:
         print(json.dumps({"domains": [to_json(r) for r in reports], "exit_code": worst}, indent=2))
     else:
         color = ns.color == "always" or (ns.color == "auto" and sys.stdout.isatty())
-        print("\n\n".join(render_text(r, color=color) for r in reports))
+        print(render_run(reports, color=color))  # problems first, then a summary line
     return worst
 
 

@@ -8,7 +8,8 @@ docs/check-json-schema.json.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +54,8 @@ _EXIT_COLOUR = {
 
 def clean(text: str, limit: int = MAX_FIELD) -> str:
     """Make peer/DNS text safe for a terminal: control and format characters become visible escapes."""
+    if len(text) <= limit and text.isprintable():  # the same test as below (category C or Z, not " "), in C
+        return text
     out: list[str] = []
     for ch in text[: limit + 1]:
         if unicodedata.category(ch)[0] in ("C", "Z") and ch != " ":
@@ -79,6 +82,36 @@ def exit_code(report: DomainReport) -> int:
 def worst_exit_code(codes: Iterable[int]) -> int:
     """The exit status of a run over several domains: the worst one (0 when there are none)."""
     return max(codes, default=EXIT_OK)
+
+
+# The exit code as one word, with a null MX told apart from a plain OK; most urgent first. `check` sorts and
+# sums by it, and the status page uses the same words for its data-state attributes and its state filter.
+STATES: dict[str, str] = {
+    "undeliverable": "undeliverable",
+    "dns-failure": "DNS failure",
+    "degraded": "primary down",
+    "null-mx": "null MX",
+    "ok": "ok",
+}
+_EXIT_STATE = {
+    EXIT_OK: "ok",
+    EXIT_PRIMARY_DOWN: "degraded",
+    EXIT_UNDELIVERABLE: "undeliverable",
+    EXIT_DNS_ERROR: "dns-failure",
+}
+_STATE_COLOUR = {name: _EXIT_COLOUR[code] for code, name in _EXIT_STATE.items()} | {"null-mx": "green"}
+
+
+def state(report: DomainReport) -> str:
+    """A key of ``STATES``: read from the exit code, so the word never contradicts it."""
+    code = exit_code(report)
+    return "null-mx" if code == EXIT_OK and report.resolution.null_mx else _EXIT_STATE[code]
+
+
+def by_attention(reports: Iterable[DomainReport]) -> list[DomainReport]:
+    """Most urgent state first; within a state the given order is kept (the sort is stable)."""
+    rank = {name: i for i, name in enumerate(STATES)}
+    return sorted(reports, key=lambda r: rank[state(r)])
 
 
 def verdict_line(report: DomainReport) -> str:
@@ -272,6 +305,25 @@ def render_text(report: DomainReport, *, color: bool) -> str:
     verdict = _colour(verdict_line(report), _EXIT_COLOUR[exit_code(report)], color)
     lines.append(f"  Verdict: {verdict}")
     return "\n".join(lines)
+
+
+def run_summary(reports: Sequence[DomainReport], *, color: bool) -> str:
+    """One line after many blocks, e.g. "10 domains: 7 ok, 1 primary down, 2 undeliverable" (calmest first)."""
+    counts = Counter(state(r) for r in reports)
+    parts = [
+        _colour(f"{counts[name]} {label}", _STATE_COLOUR[name], color)
+        for name, label in reversed(STATES.items())
+        if counts[name]
+    ]
+    return f"{_count(len(reports), 'domain')}: " + ", ".join(parts)
+
+
+def render_run(reports: Sequence[DomainReport], *, color: bool) -> str:
+    """What `check` prints: problem domains first, blank lines between, a summary when there are several."""
+    blocks = [render_text(r, color=color) for r in by_attention(reports)]
+    if len(reports) > 1:
+        blocks.append(run_summary(reports, color=color))
+    return "\n\n".join(blocks)
 
 
 def _address_json(result: AddressResult) -> dict[str, Any]:

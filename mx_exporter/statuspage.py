@@ -1,50 +1,31 @@
-"""The status page at ``/``: what an operator opens when an alert fires.
+"""The status page at ``/``: what an operator opens when an alert fires, for one domain or ten thousand.
 
-Server-rendered HTML5 with inline CSS and no script, so it works offline, on a laptop and on a phone. Every
-value that came from DNS or an SMTP peer (domain, exchange names, CNAME targets, details) goes through
-``html.escape``; a Content-Security-Policy that forbids scripts backs that up. Stable CSS classes and
-``data-*`` attributes let tests (and curious operators) select verdicts without parsing prose.
+Server-rendered HTML5 with inline CSS and no script, so it works offline, on a laptop and on a phone. Problems
+come first and in full (at most ``FULL_LIMIT``, so the page stays bounded); waiting and healthy domains are one
+line each inside closed ``<details>``, so a page of thousands of fine domains still opens on what is wrong.
+The filter is a plain GET form (``q``: part of the name, ``state``) read here, because the page runs no script;
+matching domains are then shown in full. Per-domain HTML lives in ``statuspage_sections``.
 """
 
 from __future__ import annotations
 
-import html
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 from urllib.parse import quote
 
-from mx_exporter.model import AddressResult, DomainReport, Exchange, SmtpOutcome, Tier
-from mx_exporter.report_text import (
-    EXIT_DNS_ERROR,
-    EXIT_OK,
-    EXIT_PRIMARY_DOWN,
-    EXIT_UNDELIVERABLE,
-    MISCONFIGURATION_TEXT,
-    clean,
-    dns_is_notable,
-    exit_code,
-    verdict_line,
-)
+from mx_exporter.model import DomainReport
+from mx_exporter.report_text import clean
+from mx_exporter.statuspage_sections import STATE_CSS, STATE_LABEL, WAITING, e, line, page_state, section
 
-WAITING = "waiting"
-CSP = "default-src 'none'; style-src 'unsafe-inline'"  # no script, no external fetches of any kind
-STATE_LABEL = {
-    "ok": "OK",
-    "degraded": "primary down",
-    "undeliverable": "undeliverable",
-    "null-mx": "null MX",
-    "dns-failure": "DNS failure",
-    WAITING: "waiting",
-}
-_STATE_CSS = {
-    "ok": "yes",
-    "degraded": "warn",
-    "undeliverable": "no",
-    "dns-failure": "no",
-    "null-mx": "info",
-    WAITING: "muted",
-}
+# No script, no external fetches of any kind; the filter form may only submit to this page's origin.
+CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
+PROBLEMS = frozenset({"undeliverable", "dns-failure", "degraded"})
+HEALTHY = frozenset({"null-mx", "ok"})
+FULL_LIMIT = 500  # domains shown in full; the rest one line each, so 10,000 broken domains stay readable
+MAX_QUERY = 253  # the longest domain name: a longer name filter can only match nothing
 
 CSS = """
 :root{color-scheme:light dark;--fg:#1b1f24;--bg:#f6f7f9;--card:#fff;--muted:#5b6470;--line:#d8dde3;
@@ -62,15 +43,22 @@ nav a{margin-right:1rem}a{color:var(--info)}
 .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:.8rem 1rem;
 margin:0 0 1rem}
 .domain{border-left:6px solid var(--muted)}
+.line{margin:.15rem 0;padding:.1rem 0 .1rem .5rem;border-left:4px solid var(--muted);word-break:break-word}
 .state-ok{border-left-color:var(--ok)}.state-degraded{border-left-color:var(--warn)}
 .state-undeliverable,.state-dns-failure{border-left-color:var(--bad)}
 .state-null-mx{border-left-color:var(--info)}
 .counts{display:flex;flex-wrap:wrap;gap:.5rem 1.5rem;margin:0;padding:0;list-style:none}
 .counts b{font-size:1.3rem;margin-right:.3rem}
-.index{display:flex;flex-wrap:wrap;gap:.4rem;margin:.6rem 0 0;padding:0;list-style:none}
+.counts a{color:inherit;text-decoration:none}
+.counts .zero{color:var(--muted)}
+.filter{display:flex;flex-wrap:wrap;align-items:center;gap:.4rem 1rem;margin:.7rem 0 0}
+.filter input,.filter select,.filter button{font:inherit;max-width:100%}
+.notes{margin:.5rem 0 0;padding-left:1.2rem;color:var(--warn)}
+.group>summary{cursor:pointer;font-weight:600}
+.lines{list-style:none;margin:.4rem 0 0;padding:0}
 .badge{display:inline-block;border-radius:999px;padding:.05rem .6rem;font-size:.85rem;font-weight:600;
 border:1px solid currentColor;white-space:nowrap}
-.yes,.state-ok>.badge,.outcome-accepted .outcome{color:var(--ok)}
+.yes,.outcome-accepted .outcome{color:var(--ok)}
 .no,.outcome-bad .outcome{color:var(--bad)}
 .warn,.outcome-skipped .outcome{color:var(--warn)}
 .info{color:var(--info)}
@@ -93,256 +81,129 @@ td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
  td:empty{display:none}}
 """
 
-_HEADERS = (
-    "Pref",
-    "Exchange",
-    "Address",
-    "Family",
-    "Outcome",
-    "Code",
-    "Connect",
-    "Greeting",
-    "STARTTLS",
-    "Detail",
-)
+
+class Row(NamedTuple):
+    name: str  # as watched
+    report: DomainReport | None  # None: waiting for the first probe
+    state: str  # a key of STATE_LABEL
 
 
-def e(value: object) -> str:
-    """Escape for HTML text and attribute values; every interpolation goes through here."""
-    return html.escape(str(value), quote=True)
+@dataclass(frozen=True)
+class PageFilter:
+    """What the operator asked to see, already checked; ``notes`` say what was ignored or cut."""
+
+    q: str = ""
+    state: str = ""
+    notes: tuple[str, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.q or self.state)
+
+    def apply(self, rows: list[Row]) -> list[Row]:
+        needle = self.q.casefold()
+        return [r for r in rows if self.state in ("", r.state) and needle in r.name.casefold()]
 
 
-def t(value: str) -> str:
-    """Visible text from DNS or a peer: control/bidi characters made visible, bounded, then escaped."""
-    return e(clean(value))
+def parse_filter(q: str | None, state: str | None) -> PageFilter:
+    """Query values as sent: a bad value never fails the page, it is ignored (or cut) with a visible note."""
+    notes = []
+    name = (q or "").strip()
+    if len(name) > MAX_QUERY:
+        name = name[:MAX_QUERY]
+        notes.append(f"The name filter was cut to its first {MAX_QUERY} characters.")
+    wanted = (state or "").strip().lower()
+    if wanted and wanted not in STATE_LABEL:
+        notes.append(f'Unknown state "{clean(state or "", 40)}" ignored: showing every state.')
+        wanted = ""
+    return PageFilter(name, wanted, tuple(notes))
 
 
-def _flag(value: bool) -> str:
-    return "1" if value else "0"
+def _ordered(names: Sequence[str], by_domain: dict[str, DomainReport]) -> list[Row]:
+    """Most urgent state first (the order of ``STATE_LABEL``); watched order within a state."""
+    rank = {name: i for i, name in enumerate(STATE_LABEL)}
+    rows = [Row(name, by_domain.get(name), page_state(by_domain.get(name))) for name in names]
+    return sorted(rows, key=lambda row: rank[row.state])
 
 
-def _state(report: DomainReport | None) -> str:
-    if report is None:
-        return WAITING
-    if report.resolution.null_mx:
-        return "null-mx"
-    return {
-        EXIT_OK: "ok",
-        EXIT_PRIMARY_DOWN: "degraded",
-        EXIT_UNDELIVERABLE: "undeliverable",
-        EXIT_DNS_ERROR: "dns-failure",
-    }[exit_code(report)]
-
-
-def _when(report: DomainReport, now: float) -> str:
-    iso = datetime.fromtimestamp(report.finished_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    ago = max(0, round(now - report.finished_at))
-    return f'<time datetime="{e(iso)}">{e(iso)}</time> ({ago} s ago)'
-
-
-def _ms(seconds: float | None) -> str:
-    return "" if seconds is None else f"{seconds * 1000:.1f} ms"
-
-
-def _badge(css: str, text: str) -> str:
-    return f'<span class="badge {css}">{e(text)}</span>'
-
-
-def _badges(report: DomainReport) -> str:
-    resolution, verdict = report.resolution, report.verdict
-    if resolution.null_mx:
-        return _badge("null-mx info", "accepts no mail by design")
-    if exit_code(report) == EXIT_DNS_ERROR:
-        return _badge("dns-failure no", f"DNS {resolution.status.value}")
-    if not report.tiers:
-        return _badge("deliverable no", "undeliverable")
-    parts = [
-        _badge(
-            "deliverable " + ("yes" if verdict.deliverable else "no"),
-            "deliverable" if verdict.deliverable else "undeliverable",
-        ),
-        _badge(
-            "primary-up " + ("yes" if verdict.primary_up else "no"),
-            "primary up" if verdict.primary_up else "primary down",
-        ),
-    ]
-    active = verdict.active_preference
-    parts.append(
-        _badge(
-            "active-tier " + ("info" if active >= 0 else "no"),
-            f"active tier: pref {active}" if active >= 0 else "no active tier",
-        )
+def _form(wanted: PageFilter) -> str:
+    options = "".join(
+        f'<option value="{name}"{" selected" if name == wanted.state else ""}>{e(label)}</option>'
+        for name, label in [("", "any state"), *STATE_LABEL.items()]
     )
-    return " ".join(parts)
-
-
-def _facts(report: DomainReport, now: float) -> str:
-    resolution, verdict = report.resolution, report.verdict
-    items = [
-        ("DNS", resolution.status.value),
-        ("MX records", str(resolution.mx_records)),
-        ("tiers", str(len(report.tiers))),
-        ("TTL", "-" if resolution.ttl is None else f"{resolution.ttl} s"),
-        ("fallback to A/AAAA", "yes" if resolution.fallback_to_a else "no"),
-        ("null MX", "yes" if resolution.null_mx else "no"),
-        ("probe", f"{report.probe_seconds:.2f} s"),
-    ]
-    for sender, pref in sorted(verdict.delivery_preference.items()):
-        items.append((f"sender {sender.value}", "queue" if pref < 0 else f"pref {pref}"))
-    lis = "".join(f"<li>{e(k)}: <b>{e(v)}</b></li>" for k, v in items)
-    return f'<ul class="facts">{lis}<li class="refreshed">last refresh: <b>{_when(report, now)}</b></li></ul>'
-
-
-def _flags(report: DomainReport) -> str:
-    resolution = report.resolution
-    items = [
-        f'<li class="flag" data-kind="{e(kind.value)}"><b>{e(kind.value)}</b>: '
-        f"{e(MISCONFIGURATION_TEXT[kind])}</li>"
-        for kind in sorted(resolution.misconfigurations)
-    ]
-    if dns_is_notable(resolution):
-        items.append(f'<li class="flag dns-detail">DNS: {t(resolution.detail)}</li>')
-    items += [
-        f'<li class="flag expectation" data-expectation="{e(name)}">expectation {e(name)} not met</li>'
-        for name, met in report.verdict.expectations.items()
-        if not met
-    ]
-    return f'<ul class="flags">{"".join(items)}</ul>' if items else ""
-
-
-def _exchange_cell(exchange: Exchange) -> str:
-    out = f'<span class="name">{t(exchange.name)}</span>'
-    if exchange.cname_target:
-        out += f' <span class="cname muted">CNAME to {t(exchange.cname_target)}</span>'
-    out += "".join(f" {_badge('problem warn', p.value)}" for p in sorted(exchange.problems))
-    return out
-
-
-def _starttls(result: AddressResult) -> str:
-    if not result.starttls_advertised:
-        return "no" if result.outcome is SmtpOutcome.ACCEPTED else ""
-    tls = result.tls
-    if tls is None:
-        return "yes"
-    if not tls.handshake_ok:
-        return "yes, handshake failed"
-    valid = "" if tls.cert_valid is None else (", cert ok" if tls.cert_valid else ", cert invalid")
-    return f"yes {tls.version or ''}{valid}".strip()
-
-
-def _cells(pref: str, exchange: str, result: AddressResult | None) -> str:
-    if result is None:
-        values = [pref, exchange, "no address", "", "", "", "", "", "", ""]
-    else:
-        values = [
-            pref,
-            exchange,
-            t(result.address),
-            e(result.family.value),
-            f'<span class="outcome">{e(result.outcome.value)}</span>',
-            e(result.greeting_code) if result.greeting_code else "",
-            e(_ms(result.connect_seconds)),
-            e(_ms(result.greeting_seconds)),
-            e(_starttls(result)),
-            f'<span class="detail">{t(result.detail)}</span>' if result.detail else "",
-        ]
-    numeric = {"Pref", "Code", "Connect", "Greeting"}
-    return "".join(
-        f'<td data-label="{h}"{" class=num" if h in numeric else ""}>{v}</td>'
-        for h, v in zip(_HEADERS, values, strict=True)
-    )
-
-
-def _outcome_class(result: AddressResult) -> str:
-    if result.up:
-        return "outcome-accepted"
-    return "outcome-skipped" if result.outcome is SmtpOutcome.SKIPPED else "outcome-bad"
-
-
-def _tier_rows(tier: Tier) -> str:
-    rows = []
-    pref = e(tier.preference)
-    for exchange in tier.exchanges:
-        common = f'data-preference="{e(tier.preference)}" data-exchange="{e(exchange.name)}"'
-        cell = _exchange_cell(exchange)
-        if not exchange.addresses:
-            rows.append(
-                f'<tr class="address no-address outcome-bad" {common}>{_cells(pref, cell, None)}</tr>'
-            )
-        for result in exchange.addresses:
-            attrs = (
-                f'{common} data-address="{e(result.address)}" data-outcome="{e(result.outcome.value)}"'
-                f' data-up="{_flag(result.up)}"'
-            )
-            rows.append(
-                f'<tr class="address {_outcome_class(result)}" {attrs}>{_cells(pref, cell, result)}</tr>'
-            )
-            pref, cell = "", ""
-        pref = ""
-    attrs = f'data-preference="{e(tier.preference)}" data-up="{_flag(tier.up)}"'
-    return f'<tbody class="tier" {attrs}>{"".join(rows)}</tbody>'
-
-
-def _table(report: DomainReport) -> str:
-    if not report.tiers:
-        return ""
-    head = "".join(f"<th>{h}</th>" for h in _HEADERS)
-    body = "".join(_tier_rows(t) for t in report.tiers)
+    clear = '<a class="clear" href="?">show all</a>' if wanted.active else ""
     return (
-        f'<div class="table-wrap"><table class="addresses"><thead><tr>{head}</tr></thead>{body}</table></div>'
+        '<form class="filter" method="get" role="search">'
+        f'<label>name <input type="search" name="q" value="{e(wanted.q)}" maxlength="{MAX_QUERY}"'
+        ' placeholder="part of a domain name"></label>'
+        f'<label>state <select name="state">{options}</select></label>'
+        f'<button type="submit">Filter</button>{clear}</form>'
     )
 
 
-def _section(domain: str, report: DomainReport | None, now: float) -> str:
-    state = _state(report)
-    anchor = f'id="domain-{e(domain)}"'
-    if report is None:
-        return (
-            f'<section class="card domain state-{WAITING}" {anchor} data-domain="{e(domain)}"'
-            f' data-state="{WAITING}">'
-            f'<div class="head"><h2>{t(domain)}</h2>{_badge("waiting warn", "waiting for first probe")}</div>'
-            '<p class="verdict muted">waiting for first probe</p></section>'
-        )
-    resolution, verdict = report.resolution, report.verdict
-    attrs = (
-        f'{anchor} data-domain="{e(domain)}" data-state="{state}"'
-        f' data-dns-status="{e(resolution.status.value)}"'
-        f' data-deliverable="{_flag(verdict.deliverable)}" data-primary-up="{_flag(verdict.primary_up)}"'
-        f' data-active-preference="{e(verdict.active_preference)}" data-null-mx="{_flag(resolution.null_mx)}"'
-        f' data-fallback-to-a="{_flag(resolution.fallback_to_a)}" data-finished-at="{e(report.finished_at)}"'
-    )
-    return (
-        f'<section class="card domain state-{state}" {attrs}>'
-        f'<div class="head"><h2>{t(domain)}</h2>{_badges(report)}</div>'
-        f'<p class="verdict">{e(verdict_line(report))}</p>'
-        f"{_facts(report, now)}{_flags(report)}{_table(report)}</section>"
-    )
-
-
-def _summary(states: Mapping[str, str], counts: Counter[str]) -> str:
-    """Counts first (deliverable includes primary down; DNS failures are not counted as undeliverable)."""
-    numbers = [
-        ("deliverable", counts["ok"] + counts["degraded"], "yes", "deliverable"),
-        ("primary-down", counts["degraded"], "warn", "primary down"),
-        ("undeliverable", counts["undeliverable"], "no", "undeliverable"),
-        ("dns-failure", counts["dns-failure"], "no", "DNS failure"),
-        ("null-mx", counts["null-mx"], "info", "null MX"),
-        ("waiting", counts[WAITING], "muted", "waiting"),
-    ]
-    attrs = " ".join(f'data-{name}="{n}"' for name, n, _, _ in numbers)
+def _summary(rows: list[Row], shown: int, wanted: PageFilter) -> str:
+    """Counts of every watched domain per state (each a link to that state), the filter form and its notes."""
+    counts = Counter(row.state for row in rows)
     lis = "".join(
-        f'<li class="count {name} {css}" data-count="{name}"><b>{n}</b>{label}</li>'
-        for name, n, css, label in numbers
+        f'<li class="count {name} {STATE_CSS[name] if counts[name] else "zero"}" data-count="{name}">'
+        f'<a href="?state={name}"><b>{counts[name]}</b> {e(label)}</a></li>'
+        for name, label in STATE_LABEL.items()
     )
-    index = "".join(
-        f'<li><a href="#domain-{e(quote(d, safe=""))}">{t(d)}</a> '
-        f"{_badge('state-' + s + ' ' + _STATE_CSS[s], STATE_LABEL[s])}</li>"
-        for d, s in states.items()
+    attrs = " ".join(f'data-{name}="{counts[name]}"' for name in STATE_LABEL)
+    notes = list(wanted.notes)
+    if wanted.active:
+        notes.append(f"{shown} of {len(rows)} watched domains match the filter.")
+    items = "".join(f'<li class="note">{e(note)}</li>' for note in notes)
+    listed = f'<ul class="notes">{items}</ul>' if items else ""
+    return (
+        f'<section class="card summary" data-watched="{len(rows)}" data-shown="{shown}" {attrs}>'
+        f'<ul class="counts">{lis}</ul>{_form(wanted)}{listed}</section>'
+    )
+
+
+def _lines(rows: list[Row]) -> str:
+    return f'<ul class="lines">{"".join(line(r.name, r.report, r.state) for r in rows)}</ul>'
+
+
+def _group(name: str, title: str, rows: list[Row]) -> str:
+    """Domains that need no reading, one line each, in a <details> left closed."""
+    if not rows:
+        return ""
+    return (
+        f'<details class="card group" data-group="{name}" data-count="{len(rows)}">'
+        f"<summary><b>{len(rows)}</b> {e(title)}</summary>{_lines(rows)}</details>"
+    )
+
+
+def _beyond_limit(rows: list[Row], total: int, what: str) -> str:
+    note = (
+        f"The first {FULL_LIMIT} of {total} {what} are shown in full above; these {len(rows)} are one line "
+        "each. Narrow the list with the filter above to see them in full."
     )
     return (
-        f'<section class="card summary" data-watched="{len(states)}" {attrs}>'
-        f'<ul class="counts">{lis}</ul><ul class="index">{index}</ul></section>'
+        f'<section class="card more" data-count="{len(rows)}"><p class="note">{e(note)}</p>'
+        f"{_lines(rows)}</section>"
     )
+
+
+def _domains(rows: list[Row], wanted: PageFilter, now: float) -> str:
+    """Problems (or, when filtering, every match) in full up to the limit, then the collapsed groups."""
+    if not rows:
+        empty = "No watched domain matches the filter." if wanted.active else "No domains are watched."
+        return f'<p class="card empty muted">{empty}</p>'
+    full = rows if wanted.active else [r for r in rows if r.state in PROBLEMS]
+    parts = [section(r.name, r.report, now) for r in full[:FULL_LIMIT]]
+    if len(full) > FULL_LIMIT:
+        what = "matching domains" if wanted.active else "problem domains"
+        parts.append(_beyond_limit(full[FULL_LIMIT:], len(full), what))
+    if wanted.active:
+        return "".join(parts)
+    healthy = [r for r in rows if r.state in HEALTHY]
+    if healthy and not full:
+        parts.append('<p class="card all-clear yes">No probed domain has a problem.</p>')
+    parts.append(_group(WAITING, "waiting for a first probe", [r for r in rows if r.state == WAITING]))
+    parts.append(_group("healthy", "healthy: OK or null MX", healthy))
+    return "".join(parts)
 
 
 def render_status_page(
@@ -352,14 +213,16 @@ def render_status_page(
     version: str,
     now: float,
     probe_example: str = "example.org",
+    q: str | None = None,
+    state: str | None = None,
 ) -> str:
-    """The whole page: a summary, then one section per watched domain (reports for others are not shown)."""
+    """The whole page for the watched domains (reports for others are not shown), filtered by ``q``/``state``."""
     by_domain = {r.domain: r for r in reports}
     names = list(dict.fromkeys(watched))
-    states = {name: _state(by_domain.get(name)) for name in names}
-    counts = Counter(states.values())
+    rows = _ordered(names, by_domain)
+    wanted = parse_filter(q, state)
+    shown = wanted.apply(rows) if wanted.active else rows
     probe = f"/probe?target={quote(probe_example, safe='')}"
-    sections = "".join(_section(name, by_domain.get(name), now) for name in names)
     generated = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return (
         "<!DOCTYPE html>\n"
@@ -370,7 +233,7 @@ def render_status_page(
         f'<header><h1>mx-exporter</h1><span class="version">{e(version)}</span><nav>'
         f'<a href="/metrics">/metrics</a><a href="{e(probe)}">/probe?target={e(probe_example)}</a>'
         '<a href="/config">/config</a></nav></header>'
-        f"<main>{_summary(states, counts)}{sections or '<p class=muted>No domains are watched.</p>'}</main>"
+        f"<main>{_summary(rows, len(shown), wanted)}{_domains(shown, wanted, now)}</main>"
         f'<footer class="muted">Rendered <time datetime="{generated}">{generated}</time>.</footer>'
         "</body></html>\n"
     )

@@ -64,13 +64,37 @@ def test_several_domains_exit_with_the_worst(check: Any) -> None:
     assert done.stdout.count("lab.test") >= 3
 
 
+def test_several_domains_print_problems_first_and_end_with_a_summary(check: Any) -> None:
+    done = check("healthy.lab.test", "nullmx.lab.test", "primary-down.lab.test", "undeliverable.lab.test")
+    assert done.returncode == 2, done.stdout + done.stderr
+    blocks = done.stdout.rstrip("\n").split("\n\n")  # one per domain, then the summary
+    headings = [block.split(" - ")[0] for block in blocks[:-1]]
+    assert headings == [
+        "undeliverable.lab.test",
+        "primary-down.lab.test",
+        "nullmx.lab.test",
+        "healthy.lab.test",
+    ]
+    assert blocks[-1] == "4 domains: 1 ok, 1 null MX, 1 primary down, 1 undeliverable"
+
+
+def test_one_domain_has_no_summary_line(check: Any) -> None:
+    done = check("primary-down.lab.test")
+    assert done.returncode == 1
+    assert done.stdout.splitlines()[-1].startswith("  Verdict: DEGRADED")
+    assert "domains:" not in done.stdout
+
+
 def test_json_output_follows_the_documented_schema(check: Any) -> None:
     done = check("--output", "json", "healthy.lab.test", "primary-down.lab.test")
     assert done.returncode == 1
     document = json.loads(done.stdout)
     jsonschema.validate(document, json.loads(SCHEMA.read_text()))
     assert document["exit_code"] == 1
-    assert [d["domain"] for d in document["domains"]] == ["healthy.lab.test", "primary-down.lab.test"]
+    assert [d["domain"] for d in document["domains"]] == [
+        "healthy.lab.test",
+        "primary-down.lab.test",
+    ]  # as given
 
 
 def test_bad_domain_or_config_exits_3(check: Any, tmp_path: Path) -> None:

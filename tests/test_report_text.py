@@ -10,6 +10,7 @@ import copy
 import json
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,15 @@ from mx_exporter.model import (
     Verdict,
 )
 from mx_exporter.report_text import (
+    by_attention,
     clean,
     exit_code,
     json_document,
     problems,
+    render_run,
     render_text,
+    run_summary,
+    state,
     to_json,
     verdict_line,
     worst_exit_code,
@@ -220,6 +225,89 @@ def test_worst_exit_code(codes: list[int], worst: int) -> None:
     assert worst_exit_code(iter(codes)) == worst
 
 
+STATE_OF = {
+    "healthy.lab.test": "ok",
+    "primary-down.lab.test": "degraded",
+    "undeliverable.lab.test": "undeliverable",
+    "nullmx.lab.test": "null-mx",
+    "fallback.lab.test": "ok",
+    "nxdomain.lab.test": "undeliverable",
+    "nodata.lab.test": "undeliverable",
+    "servfail.lab.test": "dns-failure",
+    "timeout.lab.test": "dns-failure",
+    "error.lab.test": "dns-failure",
+    "unresolvable.lab.test": "undeliverable",
+    "evil.test": "degraded",
+}
+
+
+@pytest.mark.parametrize(("build", "code", "line"), CASES, ids=IDS)
+def test_state_word_follows_the_exit_code(build: Callable[[], DomainReport], code: int, line: str) -> None:
+    r = build()
+    assert state(r) == STATE_OF[r.domain]
+    assert {"ok": 0, "null-mx": 0, "degraded": 1, "undeliverable": 2, "dns-failure": 3}[state(r)] == code
+
+
+def renamed(r: DomainReport, name: str) -> DomainReport:
+    return replace(r, resolution=replace(r.resolution, domain=name))
+
+
+def test_by_attention_puts_problems_first_and_keeps_the_given_order_within_a_state() -> None:
+    given = [
+        healthy(),
+        renamed(primary_down(), "b-down.lab.test"),
+        null_mx(),
+        dns_only(DnsStatus.TIMEOUT)(),
+        undeliverable(),
+        primary_down(),
+        renamed(undeliverable(), "a-dead.lab.test"),
+        fallback(),
+    ]
+    assert [r.domain for r in by_attention(given)] == [
+        "undeliverable.lab.test",
+        "a-dead.lab.test",
+        "timeout.lab.test",
+        "b-down.lab.test",
+        "primary-down.lab.test",
+        "nullmx.lab.test",
+        "healthy.lab.test",
+        "fallback.lab.test",
+    ]
+    assert given[0].domain == "healthy.lab.test"  # a new list; the input is left alone
+
+
+def test_run_summary_counts_each_state_calmest_first() -> None:
+    ten = [healthy()] * 7 + [primary_down()] + [undeliverable()] * 2
+    assert run_summary(ten, color=False) == "10 domains: 7 ok, 1 primary down, 2 undeliverable"
+    every = [build() for build, _, _ in CASES]
+    assert (
+        run_summary(every, color=False)
+        == "12 domains: 2 ok, 1 null MX, 2 primary down, 3 DNS failure, 4 undeliverable"
+    )
+    coloured = run_summary(ten, color=True)
+    assert ANSI_SGR.sub("", coloured) == "10 domains: 7 ok, 1 primary down, 2 undeliverable"
+    assert "\x1b[32m7 ok\x1b[0m" in coloured and "\x1b[31m2 undeliverable\x1b[0m" in coloured
+
+
+def test_render_run_prints_problems_first_and_a_summary_for_several() -> None:
+    assert render_run([healthy()], color=False) == render_text(
+        healthy(), color=False
+    )  # one domain: no summary
+    text = render_run(
+        [healthy(), dns_only(DnsStatus.SERVFAIL)(), primary_down(), undeliverable()], color=False
+    )
+    blocks = text.split("\n\n")
+    assert [b.split(" - ")[0] for b in blocks[:-1]] == [
+        "undeliverable.lab.test",
+        "servfail.lab.test",
+        "primary-down.lab.test",
+        "healthy.lab.test",
+    ]
+    assert blocks[0] == render_text(undeliverable(), color=False)
+    assert blocks[-1] == "4 domains: 1 ok, 1 primary down, 1 DNS failure, 1 undeliverable"
+    assert text.splitlines()[-1] == blocks[-1]
+
+
 def test_text_table_columns_line_up() -> None:
     text = render_text(healthy(), color=False)
     lines = text.splitlines()
@@ -388,8 +476,6 @@ def test_schema_enums_follow_the_model(schema: dict[str, Any]) -> None:
 
 
 def test_a_plain_healthy_answer_lists_no_problems() -> None:
-    from dataclasses import replace
-
     from mx_exporter.report_text import problems
 
     plain = healthy()

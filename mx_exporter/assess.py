@@ -207,6 +207,9 @@ def assess(
         active_preference=up_tiers[0].preference if up_tiers else -1,
         preference_gap=_preference_gap(tiers),
         delivery_preference={s: delivery_preference(tiers, s) for s in Sender},
+        misconfigurations=resolution.misconfigurations.union(
+            *(e.problems for t in tiers for e in t.exchanges)
+        ),
         expectations=(
             _expectations_met(resolution, tiers, expectations, deliverable, primary_up)
             if expectations is not None

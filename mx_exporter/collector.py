@@ -1,12 +1,17 @@
-"""Pure: finished ``DomainReport``s -> Prometheus metric families. Never does I/O.
+"""Pure: finished ``DomainReport``s -> samples and Prometheus metric families. Never does I/O, decides nothing.
 
-Probing finishes first; a scrape only turns the last finished reports into families (client_python's
+Probing finishes first; a scrape only turns the last finished reports into samples (client_python's
 custom-collector guidance), so a scrape is fast and never touches DNS or port 25.
 
-Names, help texts, types and label names all come from ``metrics.CATALOGUE``. Every per-domain family
-(labels starting with ``domain``) is yielded on every collect, even with no samples, so HELP/TYPE are stable
-and a reader sees the whole schema. Closed sets (DNS status, misconfiguration kind, SMTP outcome, sender)
-always get one 0/1 series per enum member, so an alert never waits on an absent series.
+Each fact is exported once, at its level (docs/architecture.md, "Metric model"): a domain's DNS facts and
+verdicts per ``domain``; its MX set as one ``mx_exchange_preference{domain, exchange}`` series per exchange;
+an exchange name's facts per ``exchange``; a session's facts per ``(exchange, address, family)``, shared by every
+domain behind that exchange. When reports disagree about a shared exchange (they finished at different times),
+the newest report's copy wins.
+
+Names, help texts, types and label names all come from ``metrics.CATALOGUE``. Closed sets (DNS status,
+misconfiguration kind, SMTP outcome, sender) always get one 0/1 series per member, so an alert never waits on an
+absent series.
 """
 
 from __future__ import annotations
@@ -16,23 +21,21 @@ from collections.abc import Callable, Iterable, Iterator
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from mx_exporter import metrics
-from mx_exporter.assess import delivery_preference
 from mx_exporter.model import (
     AddressResult,
     DnsStatus,
     DomainReport,
     Exchange,
-    Family,
     Misconfiguration,
     Sender,
     SmtpOutcome,
-    Tier,
 )
-from mx_exporter.tls import cert_valid_for
 
-# The per-domain part of the catalogue, in catalogue order.
-DOMAIN_SPECS: tuple[metrics.MetricSpec, ...] = tuple(
-    m for m in metrics.CATALOGUE if m.labels[:1] == ("domain",)
+Sample = tuple[str, tuple[str, ...], float]  # (metric name, label values in catalogue order, value)
+
+# The report part of the catalogue (everything not about the exporter itself), in catalogue order.
+REPORT_SPECS: tuple[metrics.MetricSpec, ...] = tuple(
+    m for m in metrics.CATALOGUE if m.labels[:1] in (("domain",), ("exchange",))
 )
 
 
@@ -40,142 +43,112 @@ def _b(flag: bool) -> float:
     return 1.0 if flag else 0.0
 
 
-class _Families:
-    """One gauge family per per-domain catalogue entry; refuses wrong label counts and duplicate series."""
-
-    def __init__(self) -> None:
-        self._families: dict[str, GaugeMetricFamily] = {}
-        self._seen: set[tuple[str, tuple[str, ...]]] = set()
-        for spec in DOMAIN_SPECS:
-            if spec.type != "gauge":
-                raise TypeError(
-                    f"per-domain metric {spec.name} is a {spec.type}; the collector emits gauges only"
-                )
-            self._families[spec.name] = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
-
-    def add(self, name: str, labels: tuple[str, ...], value: float) -> None:
-        want = metrics.spec(name).labels
-        if len(labels) != len(want):
-            raise ValueError(f"{name} takes labels {want}, got values {labels}")
-        if (name, labels) in self._seen:  # first one wins: a scrape must never carry a duplicate series
-            return
-        self._seen.add((name, labels))
-        self._families[name].add_metric(labels, value)
-
-    def all(self) -> list[Metric]:
-        return list(self._families.values())
-
-
-def _domain(out: _Families, report: DomainReport) -> None:
-    """Domain-level verdicts and DNS facts."""
+def domain_samples(report: DomainReport) -> list[Sample]:
+    """The domain's own facts and verdicts, and one membership series per exchange of its MX set."""
     d = (report.domain,)
     res, verdict = report.resolution, report.verdict
-    out.add("mx_domain_deliverable", d, _b(verdict.deliverable))
-    out.add("mx_primary_up", d, _b(verdict.primary_up))
-    out.add("mx_active_preference", d, verdict.active_preference)
-    for sender in Sender:
-        pref = verdict.delivery_preference.get(sender)
-        out.add(
-            "mx_delivery_preference",
-            (*d, sender.value),
-            pref if pref is not None else _fallback(report, sender),
-        )
-    for name, met in verdict.expectations.items():
-        out.add("mx_expectation_met", (*d, name), _b(met))
-    out.add("mx_records", d, res.mx_records)
-    out.add("mx_tiers", d, len(report.tiers))
-    out.add("mx_preference_gap", d, verdict.preference_gap)
-    out.add("mx_fallback_to_a", d, _b(res.fallback_to_a))
-    out.add("mx_null_mx", d, _b(res.null_mx))
-    for status in DnsStatus:
-        out.add("mx_dns_status", (*d, status.value), _b(res.status is status))
-    kinds = set(res.misconfigurations).union(*(e.problems for t in report.tiers for e in t.exchanges))
-    for kind in Misconfiguration:
-        out.add("mx_misconfiguration", (*d, kind.value), _b(kind in kinds))
+    out: list[Sample] = [
+        ("mx_domain_deliverable", d, _b(verdict.deliverable)),
+        ("mx_primary_up", d, _b(verdict.primary_up)),
+        ("mx_active_preference", d, verdict.active_preference),
+    ]
+    out += [("mx_delivery_preference", (*d, s.value), verdict.delivery_preference[s]) for s in Sender]
+    out += [("mx_expectation_met", (*d, n), _b(met)) for n, met in verdict.expectations.items()]
+    out += [
+        ("mx_records", d, res.mx_records),
+        ("mx_tiers", d, len(report.tiers)),
+        ("mx_preference_gap", d, verdict.preference_gap),
+        ("mx_fallback_to_a", d, _b(res.fallback_to_a)),
+        ("mx_null_mx", d, _b(res.null_mx)),
+    ]
+    out += [("mx_dns_status", (*d, s.value), _b(res.status is s)) for s in DnsStatus]
+    kinds = verdict.misconfigurations
+    out += [("mx_misconfiguration", (*d, k.value), _b(k in kinds)) for k in Misconfiguration]
     if res.ttl is not None:
-        out.add("mx_record_ttl_seconds", d, res.ttl)
-    out.add("mx_probe_duration_seconds", d, report.probe_seconds)
-    out.add("mx_last_probe_timestamp_seconds", d, report.finished_at)
+        out.append(("mx_record_ttl_seconds", d, res.ttl))
+    out.append(("mx_probe_duration_seconds", d, report.probe_seconds))
+    out.append(("mx_last_probe_timestamp_seconds", d, report.finished_at))
+    for tier in report.tiers:
+        for exchange in tier.exchanges:
+            out.append(("mx_exchange_preference", (*d, exchange.name), tier.preference))
+    return out
 
 
-def _fallback(report: DomainReport, sender: Sender) -> int:
-    """A hand-built verdict may lack a sender: derive it from the tiers, never drop a closed-set member."""
-    return delivery_preference(report.tiers, sender)
-
-
-def _tier(out: _Families, domain: str, tier: Tier) -> None:
-    t = (domain, str(tier.preference))
-    out.add("mx_tier_exchanges", t, len(tier.exchanges))
-    out.add("mx_tier_exchanges_up", t, sum(1 for e in tier.exchanges if e.up))
-    for exchange in tier.exchanges:
-        _exchange(out, t, exchange)
-
-
-def _exchange(out: _Families, tier_labels: tuple[str, ...], exchange: Exchange) -> None:
-    x = (*tier_labels, exchange.name)
-    out.add("mx_exchange_up", x, _b(exchange.up))
-    for family in Family:
-        count = sum(1 for a in exchange.addresses if a.family is family)
-        out.add("mx_exchange_addresses", (*x, family.value), count)
+def exchange_samples(exchange: Exchange) -> list[Sample]:
+    """An exchange name's facts and the facts of each session with its addresses (no domain label)."""
+    x = (exchange.name,)
+    out: list[Sample] = [("mx_exchange_up", x, _b(exchange.up))]
+    seen: set[str] = set()
     for address in exchange.addresses:
-        a = (*x, address.address, address.family.value)
-        _address(out, a, address)
-        _tls(out, a, address, exchange.name)
+        if (
+            address.address not in seen
+        ):  # assessment lists each once; a duplicate series would void the scrape
+            seen.add(address.address)
+            out += _address_samples((*x, address.address, address.family.value), address)
+    return out
 
 
-def _address(out: _Families, a: tuple[str, ...], result: AddressResult) -> None:
-    out.add("mx_smtp_up", a, _b(result.up))
-    for outcome in SmtpOutcome:
-        out.add("mx_smtp_outcome", (*a, outcome.value), _b(result.outcome is outcome))
-    out.add("mx_smtp_greeting_code", a, result.greeting_code)
+def _address_samples(a: tuple[str, ...], result: AddressResult) -> list[Sample]:
+    out: list[Sample] = [("mx_smtp_up", a, _b(result.up))]
+    out += [("mx_smtp_outcome", (*a, o.value), _b(result.outcome is o)) for o in SmtpOutcome]
+    out.append(("mx_smtp_greeting_code", a, result.greeting_code))
     if result.connect_seconds is not None:
-        out.add("mx_smtp_connect_duration_seconds", a, result.connect_seconds)
+        out.append(("mx_smtp_connect_duration_seconds", a, result.connect_seconds))
     if result.greeting_seconds is not None:
-        out.add("mx_smtp_greeting_duration_seconds", a, result.greeting_seconds)
-    out.add("mx_smtp_starttls_advertised", a, _b(result.starttls_advertised))
-
-
-def _tls(out: _Families, a: tuple[str, ...], result: AddressResult, exchange_name: str) -> None:
-    """TLS series only where STARTTLS was attempted (facts present); cert validity is per exchange name,
-    since one address (one session) serves every exchange name that points at it."""
-    tls = result.tls
+        out.append(("mx_smtp_greeting_duration_seconds", a, result.greeting_seconds))
+    out.append(("mx_smtp_starttls_advertised", a, _b(result.starttls_advertised)))
+    tls = result.tls  # TLS series only where STARTTLS was attempted
     if tls is None:
-        return
-    out.add("mx_smtp_tls_handshake_success", a, _b(tls.handshake_ok))
+        return out
+    out.append(("mx_smtp_tls_handshake_success", a, _b(tls.handshake_ok)))
     if tls.version is not None:
-        out.add("mx_smtp_tls_version_info", (*a, tls.version), 1.0)
+        out.append(("mx_smtp_tls_version_info", (*a, tls.version), 1.0))
     if tls.cert_not_after is not None:
-        out.add("mx_smtp_tls_cert_not_after_timestamp_seconds", a, tls.cert_not_after)
-    valid = cert_valid_for(exchange_name, tls)
-    if valid is not None:
-        out.add("mx_smtp_tls_cert_valid", a, _b(valid))
+        out.append(("mx_smtp_tls_cert_not_after_timestamp_seconds", a, tls.cert_not_after))
+    if tls.cert_valid is not None:  # judged for this exchange name in assessment
+        out.append(("mx_smtp_tls_cert_valid", a, _b(tls.cert_valid)))
+    return out
 
 
-def domain_families(reports: Iterable[DomainReport]) -> list[Metric]:
-    """Every per-domain family of the catalogue, in catalogue order, with the series of every report.
-
-    The same domain given twice: the last report wins (it is the newer one in every caller); domains keep the
-    order of their first appearance. Families without samples are still returned.
-    """
+def latest_reports(reports: Iterable[DomainReport]) -> list[DomainReport]:
+    """One report per domain, the last given winning, in the order of each domain's first appearance."""
     latest: dict[str, DomainReport] = {}
     for report in reports:
         latest[report.domain] = report
-    out = _Families()
-    for report in latest.values():
-        _domain(out, report)
+    return list(latest.values())
+
+
+def latest_exchanges(reports: Iterable[DomainReport]) -> dict[str, Exchange]:
+    """Each exchange name once: the copy from the newest report that names it (ties: the later report)."""
+    newest: dict[str, tuple[float, Exchange]] = {}
+    for report in reports:
         for tier in report.tiers:
-            _tier(out, report.domain, tier)
-    return out.all()
+            for exchange in tier.exchanges:
+                seen = newest.get(exchange.name)
+                if seen is None or report.finished_at >= seen[0]:
+                    newest[exchange.name] = (report.finished_at, exchange)
+    return {name: exchange for name, (_, exchange) in newest.items()}
+
+
+def report_families(reports: Iterable[DomainReport]) -> list[Metric]:
+    """Every report family of the catalogue, in catalogue order; families without samples are still returned."""
+    families = {s.name: GaugeMetricFamily(s.name, s.help, labels=s.labels) for s in REPORT_SPECS}
+    unique = latest_reports(reports)
+    samples = [s for r in unique for s in domain_samples(r)]
+    samples += [s for x in latest_exchanges(unique).values() for s in exchange_samples(x)]
+    for name, labels, value in samples:
+        families[name].add_metric(labels, value)
+    return list(families.values())
 
 
 class ReportCollector:
-    """A prometheus_client custom collector over a source of finished reports (the engine's last results)."""
+    """A prometheus_client custom collector over a source of finished reports (used by /probe and tests)."""
 
     def __init__(self, source: Callable[[], Iterable[DomainReport]]) -> None:
         self._source = source
 
     def collect(self) -> Iterator[Metric]:
-        yield from domain_families(self._source())
+        yield from report_families(self._source())
 
     def describe(self) -> Iterator[Metric]:
         """Nothing: registering must not call collect(), and the series set changes with every refresh."""

@@ -20,14 +20,18 @@ from dataclasses import dataclass, field
 
 from mx_exporter.assess import Expectations, build_report
 from mx_exporter.model import AddressResult, DnsStatus, DomainReport, Resolution, ResolvedAddress
-from mx_exporter.resolve import ResolvePolicy, make_resolver, resolve_domain
-from mx_exporter.selfmetrics import ExporterMetrics
+from mx_exporter.resolve import NameCache, ResolvePolicy, make_resolver, resolve_domain
+from mx_exporter.selfmetrics import ExporterMetrics, RefreshTally
 from mx_exporter.settings import DomainSettings, Settings
 from mx_exporter.smtp import SmtpPolicy, probe_address
 
 log = logging.getLogger(__name__)
 
 AddressKey = tuple[str, int]
+# Domains in progress at once during a refresh: a bounded number of coroutines instead of one task per domain
+# (50,000 domains must not mean 50,000 tasks). Most of them only wait on DNS or shared SMTP sessions, which the
+# resolver and session limits bound, so this only needs to be large enough to keep those limits busy.
+DOMAIN_WORKERS = 512
 
 
 def shard_of(domain: str, count: int) -> int:
@@ -64,6 +68,7 @@ def resolve_policy(settings: Settings) -> ResolvePolicy:
         families=tuple(settings.smtp.address_families),
         max_addresses_per_exchange=settings.smtp.max_addresses_per_exchange,
         allow_networks=tuple(settings.allow_networks),
+        max_queries_per_second=settings.resolver.max_queries_per_second,
     )
 
 
@@ -84,11 +89,20 @@ def expectations_of(domain: DomainSettings | None) -> Expectations | None:
     return exp if exp.configured() else None
 
 
+def _no_metrics() -> RefreshTally:
+    return RefreshTally(None)
+
+
 @dataclass
 class CycleCache:
-    """Address results of one refresh cycle (or one /probe request): each (address, port) probed once."""
+    """One refresh cycle (or one /probe request): each DNS question asked and each (address, port) probed once.
+
+    ``tally`` counts what the cycle put on the wire (DNS questions, SMTP sessions) for the self-metrics.
+    """
 
     results: dict[AddressKey, asyncio.Future[AddressResult]] = field(default_factory=dict)
+    names: NameCache = field(default_factory=NameCache)
+    tally: RefreshTally = field(default_factory=_no_metrics)
 
 
 class Prober:
@@ -99,8 +113,10 @@ class Prober:
         settings: Settings,
         on_session: Callable[[], None] | None = None,
         in_flight: dict[AddressKey, asyncio.Task[AddressResult]] | None = None,
+        metrics: ExporterMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.policy = resolve_policy(settings)
         self.resolver = make_resolver(self.policy)
         self.dns_limit = asyncio.Semaphore(settings.resolver.max_concurrent_queries)
@@ -109,12 +125,19 @@ class Prober:
         self.in_flight = in_flight if in_flight is not None else {}
         self.on_session = on_session
 
-    async def _session(self, address: ResolvedAddress, policy: SmtpPolicy) -> AddressResult:
+    def new_cycle(self) -> CycleCache:
+        """A cache for one refresh cycle or one /probe request, counted into the exporter's metrics."""
+        return CycleCache(tally=RefreshTally(self.metrics))
+
+    async def _session(
+        self, address: ResolvedAddress, policy: SmtpPolicy, tally: RefreshTally
+    ) -> AddressResult:
         if not address.allowed:
             return await probe_address(address, policy)  # returns "skipped" without a socket
         async with self.smtp_limit:
             if self.on_session is not None:
                 self.on_session()
+            tally.session()
             return await probe_address(address, policy)
 
     def _address_future(
@@ -126,7 +149,9 @@ class Prober:
             return cached
         task = self.in_flight.get(key)
         if task is None:
-            task = asyncio.create_task(self._session(address, policy), name=f"smtp {key[0]}:{key[1]}")
+            task = asyncio.create_task(
+                self._session(address, policy, cache.tally), name=f"smtp {key[0]}:{key[1]}"
+            )
             self.in_flight[key] = task
             task.add_done_callback(functools.partial(self._forget, key))
         cache.results[key] = task
@@ -136,8 +161,10 @@ class Prober:
         if self.in_flight.get(key) is task:
             del self.in_flight[key]
 
-    async def resolve(self, domain: str) -> Resolution:
-        return await resolve_domain(domain, self.resolver, self.policy, self.dns_limit)
+    async def resolve(self, domain: str, cache: CycleCache) -> Resolution:
+        return await resolve_domain(
+            domain, self.resolver, self.policy, self.dns_limit, cache=cache.names, observer=cache.tally
+        )
 
     async def probe(
         self,
@@ -151,7 +178,7 @@ class Prober:
         cache = cache if cache is not None else CycleCache()
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            resolution = await asyncio.wait_for(self.resolve(domain), remaining)
+            resolution = await asyncio.wait_for(self.resolve(domain, cache), remaining)
         except TimeoutError:
             resolution = Resolution(domain=domain, status=DnsStatus.TIMEOUT, detail="deadline hit during DNS")
         policy = smtp_policy(self.settings, config)
@@ -191,7 +218,7 @@ class Watcher:
         self.ready = asyncio.Event()
         self._wake = asyncio.Event()
         self.settings = settings
-        self.prober = Prober(settings, on_session=metrics.sessions.inc)
+        self.prober = Prober(settings, metrics=metrics)
         self.domains = watched_domains(settings)
         self.names = {d.name for d in self.domains}
         self.configured = {d.name: d for d in settings.domains}  # per-domain options, also for /probe
@@ -200,7 +227,7 @@ class Watcher:
     def apply(self, settings: Settings) -> None:
         """Take new settings (reload): drop removed domains' series at once, refresh soon."""
         self.settings = settings
-        self.prober = Prober(settings, self.metrics.sessions.inc, self.prober.in_flight)
+        self.prober = Prober(settings, in_flight=self.prober.in_flight, metrics=self.metrics)
         self.domains = watched_domains(settings)
         self.names = {d.name for d in self.domains}
         self.configured = {d.name: d for d in settings.domains}
@@ -212,8 +239,15 @@ class Watcher:
 
     async def refresh_once(self) -> None:
         started = time.monotonic()
-        prober, domains, cache = self.prober, list(self.domains), CycleCache()
-        await asyncio.gather(*(self._probe_one(prober, d, cache) for d in domains))
+        prober, pending = self.prober, iter(list(self.domains))
+        cache = prober.new_cycle()
+
+        async def worker() -> None:
+            for domain in pending:  # a shared iterator: each domain is taken by exactly one worker
+                await self._probe_one(prober, domain, cache)
+
+        await asyncio.gather(*(worker() for _ in range(min(DOMAIN_WORKERS, len(self.domains)))))
+        cache.tally.finish(cache.names.hits)
         self.metrics.refresh_duration.observe(time.monotonic() - started)
         self.metrics.refreshes.inc()
         self.metrics.last_refresh.set(time.time())

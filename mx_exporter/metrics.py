@@ -11,10 +11,16 @@ from typing import Literal
 
 MetricType = Literal["gauge", "counter", "histogram", "info"]
 
-DOMAIN = ("domain",)
-TIER = ("domain", "preference")
-EXCHANGE = ("domain", "preference", "exchange")
-ADDRESS = ("domain", "preference", "exchange", "address", "family")
+# Each fact is exported once, at the level it belongs to (docs/architecture.md, "Metric model"):
+DOMAIN = ("domain",)  # the domain's DNS facts and verdicts
+MEMBERSHIP = ("domain", "exchange")  # which exchanges a domain's MX set names: the join between the levels
+EXCHANGE = ("exchange",)  # an exchange name's facts, shared by every domain that names it
+ADDRESS = (
+    "exchange",
+    "address",
+    "family",
+)  # one SMTP session's facts, shared by every domain behind the name
+LEVELS = (DOMAIN, MEMBERSHIP, EXCHANGE, ADDRESS)
 
 LAST = " (from the last finished probe)"
 
@@ -99,19 +105,17 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec(
         "mx_last_probe_timestamp_seconds", "gauge", DOMAIN, "Unix time the domain's last probe finished"
     ),
-    # --- tiers and exchanges
-    MetricSpec("mx_tier_exchanges", "gauge", TIER, "Exchanges in the tier" + LAST),
+    # --- membership: the one series per (domain, exchange), joined on `exchange`
     MetricSpec(
-        "mx_tier_exchanges_up", "gauge", TIER, "Exchanges in the tier with an accepting address" + LAST
-    ),
-    MetricSpec("mx_exchange_up", "gauge", EXCHANGE, "1 when any address of the exchange accepted" + LAST),
-    MetricSpec(
-        "mx_exchange_addresses",
+        "mx_exchange_preference",
         "gauge",
-        (*EXCHANGE, "family"),
-        "A (ipv4) or AAAA (ipv6) addresses found for the exchange, after the per-exchange cap" + LAST,
+        MEMBERSHIP,
+        "MX preference of the exchange in the domain's MX set (0 for an implicit MX); one series per domain "
+        "and exchange, to join exchange and address series to domains on `exchange`" + LAST,
     ),
-    # --- per address
+    # --- per exchange name, shared by every domain that names it
+    MetricSpec("mx_exchange_up", "gauge", EXCHANGE, "1 when any address of the exchange accepted" + LAST),
+    # --- per session: (exchange, address), shared by every domain behind the exchange
     MetricSpec("mx_smtp_up", "gauge", ADDRESS, "1 when this address accepted a session" + LAST),
     MetricSpec(
         "mx_smtp_outcome",
@@ -141,7 +145,10 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "Expiry of the presented certificate, unix time" + LAST,
     ),
     MetricSpec(
-        "mx_smtp_tls_cert_valid", "gauge", ADDRESS, "1 when the certificate chain and name verified" + LAST
+        "mx_smtp_tls_cert_valid",
+        "gauge",
+        ADDRESS,
+        "1 when the certificate chain verified and its names cover the exchange name" + LAST,
     ),
     # --- the exporter itself
     MetricSpec("mx_exporter_build_info", "gauge", ("version", "python"), "Build information, always 1"),
@@ -170,6 +177,38 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec(
         "mx_exporter_last_refresh_timestamp_seconds", "gauge", (), "Unix time the last refresh cycle finished"
     ),
+    MetricSpec(
+        "mx_exporter_dns_queries",
+        "counter",
+        ("type", "result"),
+        "DNS questions sent on the wire, by record type and how they ended (answer, nxdomain, nodata, "
+        "servfail, timeout, error); questions answered from the refresh cycle's cache are not counted",
+    ),
+    MetricSpec(
+        "mx_exporter_dns_tcp_retries",
+        "counter",
+        ("type",),
+        "DNS answers that came back truncated over UDP and were asked again over TCP",
+    ),
+    MetricSpec(
+        "mx_exporter_dns_cache_hits",
+        "counter",
+        (),
+        "DNS questions answered from the refresh cycle's cache or joined to one already in flight",
+    ),
+    MetricSpec(
+        "mx_exporter_last_refresh_dns_queries",
+        "gauge",
+        ("result",),
+        "DNS questions sent on the wire during the last finished refresh cycle, by result",
+    ),
+    MetricSpec(
+        "mx_exporter_last_refresh_smtp_sessions",
+        "gauge",
+        (),
+        "SMTP sessions opened during the last finished refresh cycle",
+    ),
+    MetricSpec("mx_exporter_asyncio_tasks", "gauge", (), "asyncio tasks alive in the exporter's event loop"),
 )
 
 # Only for the /probe endpoint (multi-target pattern), never on /metrics.

@@ -39,7 +39,7 @@ class SmtpOutcome(StrEnum):
 
 
 class Misconfiguration(StrEnum):
-    """MX set problems that trip senders (DESIGN.md §3)."""
+    """MX set problems that trip senders (docs/architecture.md, "What DNS answers mean")."""
 
     CNAME_TARGET = "cname_target"
     IP_LITERAL_TARGET = "ip_literal_target"
@@ -165,6 +165,8 @@ class Verdict:
     preference_gap: int  # second-lowest minus lowest distinct preference; 0 with fewer than two tiers
     delivery_preference: dict[Sender, int] = field(default_factory=dict)  # -1 = the sender would queue
     expectations: dict[str, bool] = field(default_factory=dict)  # configured expectation name -> met
+    # Every misconfiguration of the MX set: the resolution's own and each probed exchange's.
+    misconfigurations: frozenset[Misconfiguration] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from mx_exporter.collector import ReportCollector
-from mx_exporter.engine import CycleCache, Prober
+from mx_exporter.engine import Prober
 from mx_exporter.metrics import spec
 from mx_exporter.model import DnsStatus, DomainReport
 from mx_exporter.resolve import normalize_domain
@@ -114,8 +114,9 @@ class ProbeService:
             if len(self._flights) >= max_concurrent:
                 raise ProbeRejected(429, f"too many probes in flight ({max_concurrent}); try again later")
             deadline = time.monotonic() + budget
+            prober = self._prober()
             flight = asyncio.create_task(
-                self._prober().probe(domain, CycleCache(), self._config().get(domain), deadline)
+                prober.probe(domain, prober.new_cycle(), self._config().get(domain), deadline)
             )
             self._flights[domain] = flight
             flight.add_done_callback(lambda _t: self._flights.pop(domain, None))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import platform
+from collections import Counter as Counter_
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mx_exporter import __version__
 from mx_exporter.metrics import spec
+from mx_exporter.resolve import RESULTS as DNS_RESULTS
 
 REFRESH_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, float("inf"))
 
@@ -37,3 +40,59 @@ class ExporterMetrics:
         self.probe_errors = counter("mx_exporter_probe_errors")
         self.sessions = counter("mx_exporter_smtp_sessions")
         self.last_refresh = gauge("mx_exporter_last_refresh_timestamp_seconds")
+        self.dns_queries = counter("mx_exporter_dns_queries")
+        self.dns_tcp_retries = counter("mx_exporter_dns_tcp_retries")
+        self.dns_cache_hits = counter("mx_exporter_dns_cache_hits")
+        self.last_refresh_dns = gauge("mx_exporter_last_refresh_dns_queries")
+        self.last_refresh_sessions = gauge("mx_exporter_last_refresh_smtp_sessions")
+        self.tasks = gauge("mx_exporter_asyncio_tasks")
+        self.tasks.set_function(_running_tasks)
+        for result in DNS_RESULTS:  # every result of the closed set from the start, so rates never miss one
+            self.last_refresh_dns.labels(result=result).set(0)
+            for rdtype in ("MX", "A", "AAAA"):
+                self.dns_queries.labels(type=rdtype, result=result)
+
+
+class RefreshTally:
+    """One refresh cycle's DNS questions and SMTP sessions; also feeds the exporter's live counters.
+
+    It is the resolver's ``QueryObserver`` for the cycle, so what the exporter says it asked is what went on
+    the wire.
+    """
+
+    def __init__(self, metrics: ExporterMetrics | None) -> None:
+        self.metrics = metrics
+        self.queries: Counter_[tuple[str, str]] = Counter_()
+        self.tcp_retries = 0
+        self.sessions = 0
+
+    def query(self, rdtype: str, result: str, tcp_retry: bool) -> None:
+        self.queries[(rdtype, result)] += 1
+        if self.metrics is not None:
+            self.metrics.dns_queries.labels(type=rdtype, result=result).inc()
+        if tcp_retry:
+            self.tcp_retries += 1
+            if self.metrics is not None:
+                self.metrics.dns_tcp_retries.labels(type=rdtype).inc()
+
+    def session(self) -> None:
+        self.sessions += 1
+        if self.metrics is not None:
+            self.metrics.sessions.inc()
+
+    def finish(self, cache_hits: int) -> None:
+        """Publish the cycle's totals as the last refresh's figures."""
+        if self.metrics is None:
+            return
+        self.metrics.dns_cache_hits.inc(cache_hits)
+        for result in DNS_RESULTS:
+            total = sum(n for (_, r), n in self.queries.items() if r == result)
+            self.metrics.last_refresh_dns.labels(result=result).set(total)
+        self.metrics.last_refresh_sessions.set(self.sessions)
+
+
+def _running_tasks() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # scraped from a thread without a running loop
+        return float("nan")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -105,10 +106,20 @@ class Server:
             task.cancel()
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(asyncio.gather(refresher, *sessions, return_exceptions=True), STOP_GRACE)
+        # A resolver replaced by a reload closes its idle sockets by itself; the current one is closed here.
+        await self.watcher.prober.resolver.aclose()
         await stop_site(runner)
 
 
+# The exporter keeps hundreds of thousands of long-lived objects (reports, cached exposition text) and allocates
+# as many per refresh; with CPython's default thresholds (700, 10, 10) the collector walked them so often that it
+# took 8.5 s of a 27 s first refresh of 10,000 hosted domains (0.74 s pauses). Refcounting frees almost all of
+# it; the cycle collector only needs to run now and then (measured: 0.8 s, refresh 19 s).
+GC_THRESHOLDS = (100_000, 50, 100)
+
+
 async def serve(settings: Settings, loader: SettingsLoader) -> int:
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         server = Server(settings, loader)
         return await server.run()

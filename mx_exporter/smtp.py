@@ -1,4 +1,6 @@
-"""One polite SMTP session against one IP address (DESIGN.md §4); returns an ``AddressResult``.
+"""One polite SMTP session against one IP address; returns an ``AddressResult``.
+
+See docs/architecture.md, "Polite probing".
 
 The session: TCP connect to the already-validated IP (never a name), read the final greeting line, EHLO
 with a real FQDN, QUIT and a short wait for 221, close. One command at a time, never pipelined. Per-phase

@@ -17,9 +17,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from mx_exporter import __version__
-from mx_exporter.collector import ReportCollector
 from mx_exporter.engine import Watcher
-from mx_exporter.model import DomainReport
+from mx_exporter.exposition import GzipHead, Renderer, gzip_finish, gzip_head
 from mx_exporter.probe_endpoint import (
     SCRAPE_TIMEOUT_HEADER,
     ProbeRejected,
@@ -50,34 +49,34 @@ def redact(value: Any) -> Any:
     return value
 
 
-def render_reports(reports: list[DomainReport]) -> bytes:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ReportCollector(lambda: reports))
-    return generate_latest(registry)
-
-
 class DomainExposition:
-    """The watched domains' part of /metrics, rendered off the event loop and only when the reports changed.
+    """The watched domains' part of /metrics, rendered off the event loop and only where reports changed.
 
-    With thousands of domains the exposition takes seconds to build; rendering it in a worker thread from a
-    snapshot keeps probes running during a scrape, and between refreshes every scrape reuses the same bytes.
+    The renderer re-formats only changed domains and exchanges (``exposition.Renderer``); the render and the
+    gzip head run in a worker thread from a snapshot of the reports, so probes keep running during a scrape,
+    and between refreshes every scrape reuses the same bytes.
     """
 
     def __init__(self, watcher: Watcher) -> None:
         self.watcher = watcher
+        self.renderer = Renderer()
         self.version = -1
         self.body = b""
+        self.gzip: GzipHead | None = None
         self.lock = asyncio.Lock()
 
-    async def render(self) -> bytes:
+    async def render(self, gzip: bool = False) -> tuple[bytes, GzipHead | None]:
+        """The plain body, and (when asked) the gzip head of it, both for the reports as they are now."""
         async with self.lock:
+            loop = asyncio.get_running_loop()
             version = self.watcher.version
             if version != self.version:
                 snapshot = list(self.watcher.reports.values())
-                loop = asyncio.get_running_loop()
-                self.body = await loop.run_in_executor(None, render_reports, snapshot)
-                self.version = version
-            return self.body
+                self.body = await loop.run_in_executor(None, self.renderer.render, snapshot)
+                self.version, self.gzip = version, None
+            if gzip and self.gzip is None:
+                self.gzip = await loop.run_in_executor(None, gzip_head, self.body)
+            return self.body, self.gzip if gzip else None
 
 
 class ExporterWeb:
@@ -114,11 +113,14 @@ class ExporterWeb:
         return app
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.registry) + await self.domain_exposition.render()
-        response = web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            response.enable_compression()
-        return response
+        gzip = "gzip" in request.headers.get("Accept-Encoding", "")
+        body, head = await self.domain_exposition.render(gzip)
+        own = generate_latest(self.registry)
+        headers = {"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept-Encoding"}
+        if head is None:
+            return web.Response(body=body + own, headers=headers)
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=gzip_finish(head, own), headers=headers)
 
     async def probe(self, request: web.Request) -> web.Response:
         try:
@@ -140,9 +142,21 @@ class ExporterWeb:
         names = [d.name for d in self.watcher.domains]
         reports = [self.watcher.reports[n] for n in names if n in self.watcher.reports]
         example = names[0] if names else "example.org"
-        html = render_status_page(
-            reports, watched=names, version=__version__, now=time.time(), probe_example=example
-        )
+        q, state = request.query.get("q"), request.query.get("state")  # checked by the page, never an error
+
+        def render() -> str:
+            return render_status_page(
+                reports,
+                watched=names,
+                version=__version__,
+                now=time.time(),
+                probe_example=example,
+                q=q,
+                state=state,
+            )
+
+        # A page of 10,000 domains takes a while to build: a worker thread keeps probes and scrapes answering.
+        html = await asyncio.get_running_loop().run_in_executor(None, render)
         return web.Response(text=html, content_type="text/html", charset="utf-8")
 
     async def config(self, request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import fields
+from dataclasses import fields, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from prometheus_client.samples import Sample
 
 from mx_exporter import metrics
 from mx_exporter.assess import Expectations, build_report
-from mx_exporter.collector import DOMAIN_SPECS, ReportCollector, domain_families
+from mx_exporter.collector import REPORT_SPECS, ReportCollector, report_families
 from mx_exporter.model import (
     DnsStatus,
     DomainReport,
@@ -35,7 +35,6 @@ from mx_exporter.model import (
     SmtpOutcome,
     Tier,
     TlsFacts,
-    Verdict,
 )
 from tests.test_assess import FALLBACK, NULL_MX, Out, domain, res
 
@@ -79,7 +78,7 @@ def _primary_down() -> DomainReport:
 
 def _nonglobal() -> DomainReport:
     """A skipped private address, an unresolvable exchange and a CNAME flagged only on its exchange."""
-    resolution, results = domain(
+    plain, results = domain(
         "nonglobal.lab.test",
         (10, "mx1.nonglobal.lab.test", (res("10.255.255.1", Out.SKIPPED, detail="not allowed"),)),
         (20, "nohost.nonglobal.lab.test", ()),
@@ -88,18 +87,12 @@ def _nonglobal() -> DomainReport:
             {Misconfiguration.NON_GLOBAL_ADDRESS, Misconfiguration.UNRESOLVABLE_TARGET}
         ),
     )
-    report = build_report(resolution, results, 0.25, FINISHED + 2)
-    tiers = tuple(
-        Tier(t.preference, tuple(_with_problem(e) for e in t.exchanges)) if t.preference == 30 else t
-        for t in report.tiers
+    cname = frozenset({Misconfiguration.CNAME_TARGET})
+    exchanges = tuple(
+        replace(e, cname_target="mx1.healthy.lab.test", problems=cname) if e.preference == 30 else e
+        for e in plain.exchanges
     )
-    return DomainReport(resolution, tiers, report.verdict, report.probe_seconds, report.finished_at)
-
-
-def _with_problem(e: Exchange) -> Exchange:
-    return Exchange(
-        e.name, e.preference, e.addresses, "mx1.healthy.lab.test", frozenset({Misconfiguration.CNAME_TARGET})
-    )
+    return build_report(replace(plain, exchanges=exchanges), results, 0.25, FINISHED + 2)
 
 
 def _nxdomain() -> DomainReport:
@@ -170,7 +163,7 @@ def _samples(name: str) -> list[Sample]:
 
 
 def test_every_family_matches_the_catalogue() -> None:
-    assert sorted(PARSED) == sorted(m.name for m in DOMAIN_SPECS)
+    assert sorted(PARSED) == sorted(m.name for m in REPORT_SPECS)
     for name, family in PARSED.items():
         spec = metrics.spec(name)
         assert (family.name, family.documentation, family.type) == (spec.name, spec.help, spec.type)
@@ -179,11 +172,22 @@ def test_every_family_matches_the_catalogue() -> None:
             assert sorted(sample.labels) == sorted(spec.labels), f"{name}: {sample.labels}"
 
 
-def test_domain_specs_are_the_per_domain_part_of_the_catalogue() -> None:
-    assert [m.name for m in DOMAIN_SPECS] == [
-        m.name for m in metrics.CATALOGUE if m.labels[:1] == ("domain",)
+def test_report_specs_are_the_report_part_of_the_catalogue_each_at_one_level() -> None:
+    assert [m.name for m in REPORT_SPECS] == [
+        m.name for m in metrics.CATALOGUE if not m.name.startswith("mx_exporter_")
     ]
-    assert len(DOMAIN_SPECS) > 20
+    closed = {"sender", "expectation", "status", "kind", "family", "outcome", "version"}
+    for m in REPORT_SPECS:
+        one_level = m.labels in metrics.LEVELS
+        plus_closed = m.labels[:-1] in metrics.LEVELS and m.labels[-1] in closed
+        assert one_level or plus_closed, f"{m.name}: labels {m.labels} are not one level (+ a closed set)"
+    assert len(REPORT_SPECS) > 20
+
+
+def test_session_facts_carry_no_domain_and_membership_joins_them() -> None:
+    for name in ("mx_smtp_up", "mx_smtp_outcome", "mx_exchange_up", "mx_smtp_tls_cert_valid"):
+        assert "domain" not in metrics.spec(name).labels
+    assert metrics.spec("mx_exchange_preference").labels == ("domain", "exchange")
 
 
 def test_no_duplicate_series() -> None:
@@ -229,7 +233,8 @@ def _addresses() -> set[tuple[str, ...]]:
 
 def test_every_address_has_one_outcome_series_set() -> None:
     assert set(_grouped("mx_smtp_outcome", "outcome")) == _addresses()
-    assert len(_addresses()) == 8  # healthy 3, primary_down 2, fallback 1, nonglobal 2
+    # healthy 3, primary_down 2, fallback 1, nonglobal 2: 127.0.0.11 twice, behind two exchange names
+    assert len(_addresses()) == 8
 
 
 BOUNDED = {
@@ -250,10 +255,8 @@ def test_label_values_stay_in_their_bounded_sets() -> None:
                 if label in BOUNDED:
                     assert value in BOUNDED[label], f"{s.name}{s.labels}"
                     checked[label].add(value)
-                if label == "preference":
-                    assert re.fullmatch(r"0|[1-9][0-9]*", value), f"{s.name}{s.labels}"
-                    checked[label].add(value)
-    assert set(checked) == {*BOUNDED, "preference"}  # every bounded label was really exercised
+    assert set(checked) == set(BOUNDED)  # every bounded label was really exercised
+    assert "preference" not in {label for f in PARSED.values() for s in f.samples for label in s.labels}
 
 
 def _value(name: str, **labels: str) -> float:
@@ -314,14 +317,28 @@ def test_expectations_only_when_configured() -> None:
     }
 
 
-def test_exchanges_tiers_and_misconfigurations() -> None:
+def test_exchanges_membership_and_misconfigurations() -> None:
     d = "nonglobal.lab.test"
-    assert _value("mx_tier_exchanges", domain="healthy.lab.test", preference="10") == 1
-    assert _value("mx_tier_exchanges_up", domain="healthy.lab.test", preference="20") == 1
-    assert _value("mx_exchange_addresses", exchange="mx1.healthy.lab.test", family="ipv6") == 1
-    assert _value("mx_exchange_addresses", exchange="nohost.nonglobal.lab.test", family="ipv4") == 0
+    members = {
+        (s.labels["domain"], s.labels["exchange"]): s.value for s in _samples("mx_exchange_preference")
+    }
+    assert {k: v for k, v in members.items() if k[0] == d} == {
+        (d, "mx1.nonglobal.lab.test"): 10,
+        (d, "nohost.nonglobal.lab.test"): 20,
+        (d, "mx2.nonglobal.lab.test"): 30,
+    }
+    assert members[("fallback.lab.test", "fallback.lab.test")] == 0  # the implicit MX
+    assert not [k for k in members if k[0] in ("nullmx.lab.test", "nxdomain.lab.test")]
+    assert _count("mx_smtp_up", exchange="mx1.healthy.lab.test", family="ipv6") == 1
+    assert _count("mx_smtp_up", exchange="nohost.nonglobal.lab.test") == 0
     assert _value("mx_exchange_up", exchange="nohost.nonglobal.lab.test") == 0
-    assert _value("mx_smtp_outcome", domain=d, address="10.255.255.1", outcome="skipped") == 1
+    assert _value("mx_exchange_up", exchange="mx2.primary-down.lab.test") == 1
+    assert (
+        _value(
+            "mx_smtp_outcome", exchange="mx1.nonglobal.lab.test", address="10.255.255.1", outcome="skipped"
+        )
+        == 1
+    )
     assert _value("mx_smtp_greeting_code", address="127.0.0.20") == 421
     flagged = {
         s.labels["kind"] for s in _samples("mx_misconfiguration") if s.labels["domain"] == d and s.value
@@ -330,8 +347,8 @@ def test_exchanges_tiers_and_misconfigurations() -> None:
 
 
 def test_no_reports_yields_every_family_without_samples() -> None:
-    families = domain_families([])
-    assert [f.name for f in families] == [m.name for m in DOMAIN_SPECS]
+    families = report_families([])
+    assert [f.name for f in families] == [m.name for m in REPORT_SPECS]
     assert all(f.samples == [] for f in families)
     lines = render([]).decode().splitlines()
     assert lines and all(line.startswith(("# HELP ", "# TYPE ")) for line in lines)
@@ -348,10 +365,37 @@ def test_same_domain_twice_last_one_wins_without_duplicates() -> None:
     assert render([old, other, new]) != render([other, new])  # first appearance keeps its place
 
 
-def test_missing_sender_in_a_hand_built_verdict_is_derived() -> None:
-    r = REPORTS["primary_down"]
-    bare = DomainReport(r.resolution, r.tiers, Verdict(True, False, 20, 10), r.probe_seconds, r.finished_at)
-    assert render([bare]) == render([r])
+def _shared(name: str, outcome: SmtpOutcome, finished: float) -> DomainReport:
+    """A hosted domain whose only exchange, mx.provider.test, is shared with other domains."""
+    return build_report(*domain(name, (10, "mx.provider.test", (res("127.0.0.50", outcome),))), 0.1, finished)
+
+
+def test_a_shared_exchange_is_exported_once_and_the_newest_report_wins() -> None:
+    older = _shared("a.hosted.test", Out.ACCEPTED, FINISHED)
+    newer = _shared("b.hosted.test", Out.CONNECTION_REFUSED, FINISHED + 10)
+    for order in ([older, newer], [newer, older]):
+        text = render(order).decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        ups = [s for s in families["mx_smtp_up"].samples]
+        assert [(s.labels, s.value) for s in ups] == [
+            ({"exchange": "mx.provider.test", "address": "127.0.0.50", "family": "ipv4"}, 0.0)
+        ]
+        assert len(families["mx_exchange_up"].samples) == 1
+        members = {s.labels["domain"] for s in families["mx_exchange_preference"].samples}
+        assert members == {"a.hosted.test", "b.hosted.test"}
+
+
+def test_domain_series_do_not_grow_with_the_addresses_behind_the_exchanges() -> None:
+    """Only the membership series is per domain and exchange; nothing per domain and address."""
+
+    def count(domains: int) -> int:
+        reports = [_shared(f"d{i}.hosted.test", Out.ACCEPTED, FINISHED) for i in range(domains)]
+        return sum(len(f.samples) for f in text_string_to_metric_families(render(reports).decode()))
+
+    per_domain = count(2) - count(1)
+    assert count(50) == count(1) + 49 * per_domain
+    assert per_domain <= 26
+    assert count(1) - per_domain >= 13  # the exchange's and its session's series, once
 
 
 def test_collector_never_collects_on_register_and_reads_the_source_each_scrape() -> None:
@@ -396,9 +440,8 @@ def test_metric_naming(m: metrics.MetricSpec) -> None:
     if m in metrics.PROBE_CATALOGUE:
         assert n.startswith("mx_probe_"), "/probe-only metrics"
     else:
-        assert n.startswith("mx_exporter_") == ("domain" not in m.labels), (
-            "mx_exporter_ = the exporter itself"
-        )
+        about_reports = m.labels[:1] in (("domain",), ("exchange",))
+        assert n.startswith("mx_exporter_") != about_reports, "mx_exporter_ = the exporter itself"
     assert not n.endswith(("_total", "_count", "_sum", "_bucket", "_created")), (
         "suffix reserved by exposition"
     )
@@ -444,4 +487,10 @@ def test_hand_built_duplicates_never_become_duplicate_series() -> None:
         for s in f.samples
     ]
     assert len(keys) == len(set(keys))
-    assert 'outcome="accepted",preference="20"} 1.0' in text
+    first = [
+        s.labels["outcome"]
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "mx_smtp_outcome" and s.labels["address"] == "127.0.0.11" and s.value == 1
+    ]
+    assert first == ["accepted"]  # the first result of the address wins

@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from mx_exporter import metrics
-from tests.test_rules import PROMETHEUS_SERIES, alerts, exposed_metric_names, promql_metric_names
+from tests.test_rules import (
+    PROMETHEUS_SERIES,
+    alerts,
+    exposed_metric_names,
+    first_label,
+    load_rules,
+    promql_metric_names,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "grafana" / "mx-exporter.json"
@@ -27,6 +34,14 @@ TLS_METRICS = {
     "mx_smtp_tls_cert_not_after_timestamp_seconds", "mx_smtp_tls_cert_valid",
 }  # fmt: skip
 EXPIRY = "mx_smtp_tls_cert_not_after_timestamp_seconds"
+# The one series that ties exchange and session series to domains (issue 7): the only way to filter them to $domain.
+MEMBERSHIP = "mx_exchange_preference"
+MEMBERSHIP_JOIN = "on (job, instance, exchange)"
+# The exporter's DNS resolver and event loop: the DNS resolver row shows each of them.
+RESOLVER_METRICS = {
+    "mx_exporter_dns_queries_total", "mx_exporter_dns_tcp_retries_total", "mx_exporter_dns_cache_hits_total",
+    "mx_exporter_last_refresh_dns_queries", "mx_exporter_last_refresh_smtp_sessions", "mx_exporter_asyncio_tasks",
+}  # fmt: skip
 
 
 def load() -> dict[str, Any]:
@@ -123,11 +138,11 @@ def test_panel_ids_unique_and_grid_sane() -> None:
 def test_required_panels_present() -> None:
     used = {name for _, t in targets() for name in promql_metric_names(t["expr"])}
     required = {
-        "mx_domain_deliverable", "mx_primary_up", "mx_exchange_up", "mx_tier_exchanges_up",
+        "mx_domain_deliverable", "mx_primary_up", "mx_exchange_up", MEMBERSHIP, "mx_smtp_up",
         "mx_smtp_greeting_duration_seconds", "mx_smtp_outcome", "mx_dns_status", "mx_misconfiguration",
         "mx_active_preference", "mx_records", "mx_fallback_to_a", "mx_null_mx",
         "mx_exporter_refresh_duration_seconds_bucket", "mx_exporter_domains",
-        "mx_exporter_config_last_reload_successful", *TLS_METRICS,
+        "mx_exporter_config_last_reload_successful", *TLS_METRICS, *RESOLVER_METRICS,
     }  # fmt: skip
     assert required <= used, required - used
 
@@ -144,10 +159,43 @@ def row_panels(title: str) -> list[dict[str, Any]]:
     return found
 
 
+def row_metrics(title: str) -> set[str]:
+    return {name for p in row_panels(title) for t in p["targets"] for name in promql_metric_names(t["expr"])}
+
+
 def test_tls_row_shows_every_tls_metric() -> None:
-    panels = row_panels("TLS")
-    used = {name for p in panels for t in p["targets"] for name in promql_metric_names(t["expr"])}
-    assert used == TLS_METRICS
+    """Every TLS series, and nothing else but the membership join that filters them to $domain."""
+    assert row_metrics("TLS") == TLS_METRICS | {MEMBERSHIP}
+
+
+def test_dns_resolver_row_shows_every_resolver_metric() -> None:
+    assert row_metrics("DNS resolver") == RESOLVER_METRICS
+
+
+def test_exchange_and_session_series_are_filtered_to_domain_through_membership() -> None:
+    """They carry no domain label: a panel reaches $domain only by joining mx_exchange_preference on exchange."""
+    joined = 0
+    for title, target in targets():
+        used = promql_metric_names(target["expr"])
+        if any(first_label(name) == "exchange" for name in used):
+            assert MEMBERSHIP in used, f"{title}: exchange or session series not joined to $domain"
+            assert MEMBERSHIP_JOIN in target["expr"], f"{title}: join membership {MEMBERSHIP_JOIN}"
+            joined += 1
+    assert joined >= len(TLS_METRICS)
+
+
+def test_tiers_are_counted_inline_without_recording_rules() -> None:
+    """The dashboard works without the rules file: per-tier counts come from count_values over membership."""
+    records = {r["record"] for r in load_rules() if "record" in r}
+    assert records
+    for title, target in targets():
+        assert not promql_metric_names(target["expr"]) & records, f"{title} needs a recording rule"
+    tiers = [t["expr"] for p in data_panels() if p["title"] == "Tiers" for t in p["targets"]]
+    assert tiers and all(
+        f'count_values by (job, instance, domain) ("preference", {MEMBERSHIP}' in e
+        or f'count_values without () ("preference", {MEMBERSHIP}' in e
+        for e in tiers
+    )
 
 
 def test_certificate_expiry_is_seconds_from_now_with_the_alert_thresholds() -> None:

@@ -38,12 +38,32 @@ def lab_scrape(nsd_server: Any, smtp_lab: Any, tmp_path_factory: pytest.TempPath
         proc.stop()
 
 
+def exchanges_of(samples: Samples, domain: str) -> dict[str, float]:
+    """The domain's MX set as exported: exchange -> preference, from the membership series."""
+    return {x.labels["exchange"]: x.value for x in series(samples, "mx_exchange_preference", domain=domain)}
+
+
+def joined(
+    samples: Samples, name: str, domain: str, preference: str | None = None, **labels: str
+) -> list[Any]:
+    """Series of an exchange- or session-level metric for the domain's exchanges (PromQL's `and on (exchange)`)."""
+    members = exchanges_of(samples, domain)
+    if preference is not None:
+        members = {x: p for x, p in members.items() if p == float(preference)}
+    return [x for x in series(samples, name, **labels) if x.labels["exchange"] in members]
+
+
 def d(samples: Samples, name: str, domain: str, **labels: str) -> float:
+    """A domain's value; exchange and session metrics are reached through the domain's membership."""
+    if name.startswith(("mx_smtp_", "mx_exchange_up")):
+        found = joined(samples, name, domain, **labels)
+        assert len(found) == 1, (name, domain, labels, found)
+        return float(found[0].value)
     return value(samples, name, domain=domain, **labels)
 
 
 def outcome_of(samples: Samples, domain: str, address: str) -> str:
-    hot = [s for s in series(samples, "mx_smtp_outcome", domain=domain, address=address) if s.value == 1]
+    hot = [s for s in joined(samples, "mx_smtp_outcome", domain, address=address) if s.value == 1]
     assert len(hot) == 1, hot
     return hot[0].labels["outcome"]
 
@@ -59,16 +79,16 @@ def test_two_tier_healthy_domain(lab_scrape: Samples) -> None:
     assert d(s, "mx_active_preference", dom) == 10
     assert d(s, "mx_fallback_to_a", dom) == 0
     mx1 = "mx1.healthy.lab.test"
-    assert d(s, "mx_exchange_addresses", dom, exchange=mx1, family="ipv4") == 1
-    assert d(s, "mx_exchange_addresses", dom, exchange=mx1, family="ipv6") == 1
+    assert len(joined(s, "mx_smtp_up", dom, exchange=mx1, family="ipv4")) == 1
+    assert len(joined(s, "mx_smtp_up", dom, exchange=mx1, family="ipv6")) == 1
     for address, pref in ((plan.ACCEPT_1, "10"), (plan.IPV6_ACCEPT, "10"), (plan.ACCEPT_2, "20")):
         assert d(s, "mx_smtp_up", dom, address=address, preference=pref) == 1
         assert d(s, "mx_smtp_greeting_code", dom, address=address) == 220
         assert 0 < d(s, "mx_smtp_connect_duration_seconds", dom, address=address) < 1
     assert d(s, "mx_smtp_starttls_advertised", dom, address=plan.ACCEPT_1) == 1
     assert d(s, "mx_smtp_starttls_advertised", dom, address=plan.ACCEPT_2) == 0
-    assert d(s, "mx_tier_exchanges", dom, preference="10") == 1
-    assert d(s, "mx_tier_exchanges_up", dom, preference="20") == 1
+    assert exchanges_of(s, dom) == {mx1: 10, "mx2.healthy.lab.test": 20}
+    assert d(s, "mx_exchange_up", dom, exchange="mx2.healthy.lab.test") == 1
     for kind in (
         "cname_target",
         "ip_literal_target",
@@ -100,8 +120,9 @@ def test_equal_preferences_form_one_tier(lab_scrape: Samples) -> None:
     s, dom = lab_scrape, "equal.lab.test"
     assert d(s, "mx_tiers", dom) == 1
     assert d(s, "mx_preference_gap", dom) == 0
-    assert d(s, "mx_tier_exchanges", dom, preference="10") == 2
-    assert d(s, "mx_tier_exchanges_up", dom, preference="10") == 1
+    members = exchanges_of(s, dom)
+    assert len(members) == 2 and set(members.values()) == {10}
+    assert sum(x.value for x in joined(s, "mx_exchange_up", dom, preference="10")) == 1
     assert d(s, "mx_primary_up", dom) == 1
 
 
@@ -133,8 +154,10 @@ def test_implicit_mx_probes_the_domains_own_address(lab_scrape: Samples) -> None
     assert d(s, "mx_records", dom) == 0
     assert d(s, "mx_smtp_up", dom, exchange=dom, preference="0", address=plan.ACCEPT_1) == 1
     assert d(s, "mx_active_preference", dom) == 0
-    assert series(s, "mx_smtp_up", domain="noaddr.lab.test") == []
-    assert series(s, "mx_smtp_up", domain="nxdomain.lab.test") == []
+    assert exchanges_of(s, dom) == {dom: 0}
+    assert joined(s, "mx_smtp_up", "noaddr.lab.test") == []
+    assert joined(s, "mx_smtp_up", "nxdomain.lab.test") == []
+    assert not [x for x in series(s, "mx_smtp_up") if "domain" in x.labels]  # sessions carry no domain
 
 
 def test_null_mx_is_not_an_error(lab_scrape: Samples) -> None:
@@ -142,7 +165,7 @@ def test_null_mx_is_not_an_error(lab_scrape: Samples) -> None:
     assert d(s, "mx_null_mx", dom) == 1
     assert d(s, "mx_records", dom) == 1
     assert sum(x.value for x in series(s, "mx_misconfiguration", domain=dom)) == 0
-    assert series(s, "mx_smtp_up", domain=dom) == []
+    assert exchanges_of(s, dom) == {} and joined(s, "mx_smtp_up", dom) == []
     assert d(s, "mx_delivery_preference", dom, sender="next_mx_on_4xx") == -1
 
 
@@ -169,8 +192,7 @@ def test_misconfigurations(
 
 def test_duplicate_exchange_probed_once_and_private_address_skipped(lab_scrape: Samples) -> None:
     s = lab_scrape
-    exchanges = {x.labels["exchange"] for x in series(s, "mx_exchange_up", domain="duplicate.lab.test")}
-    assert len(exchanges) == 1
+    assert len(exchanges_of(s, "duplicate.lab.test")) == 1
     assert d(s, "mx_records", "duplicate.lab.test") == 2
     assert outcome_of(s, "nonglobal.lab.test", plan.PRIVATE) == "skipped"
     assert d(s, "mx_smtp_up", "nonglobal.lab.test", address=plan.ACCEPT_2) == 1
@@ -206,10 +228,10 @@ def test_smtp_outcomes(lab_scrape: Samples, domain: str, address: str, outcome: 
 
 def test_address_cap_ttl_and_families(lab_scrape: Samples) -> None:
     s = lab_scrape
-    assert d(s, "mx_exchange_addresses", "many.lab.test", family="ipv4") == 5
-    assert len(series(s, "mx_smtp_up", domain="many.lab.test")) == 5
+    assert len(joined(s, "mx_smtp_up", "many.lab.test", family="ipv4")) == 5
+    assert len(joined(s, "mx_smtp_up", "many.lab.test")) == 5
     assert d(s, "mx_record_ttl_seconds", "ttl.lab.test") == 1234
-    assert d(s, "mx_exchange_addresses", "v6only.lab.test", family="ipv6") == 1
+    assert len(joined(s, "mx_smtp_up", "v6only.lab.test", family="ipv6")) == 1
     assert value(s, "mx_exporter_domains") == len(ALL_DOMAINS)
     for name in ("mx_probe_duration_seconds", "mx_last_probe_timestamp_seconds"):
         assert {x.labels["domain"] for x in series(s, name)} == set(ALL_DOMAINS)
@@ -249,7 +271,7 @@ def test_starttls_and_certificate_facts_per_exchange_name(lab_scrape: Samples) -
         assert d(s, "mx_smtp_tls_handshake_success", dom, **labels) == 1
         assert d(s, "mx_smtp_tls_cert_valid", dom, **labels) == valid
         assert d(s, "mx_smtp_tls_cert_not_after_timestamp_seconds", dom, **labels) > 1.7e9
-        versions = series(s, "mx_smtp_tls_version_info", domain=dom, address=plan.ACCEPT_1)
+        versions = joined(s, "mx_smtp_tls_version_info", dom, **labels)
         assert [v.labels["version"] for v in versions] in (["TLSv1.3"], ["TLSv1.2"])
     # No STARTTLS advertised: no TLS series at all.
-    assert series(s, "mx_smtp_tls_handshake_success", domain="healthy.lab.test", address=plan.ACCEPT_2) == []
+    assert joined(s, "mx_smtp_tls_handshake_success", "healthy.lab.test", address=plan.ACCEPT_2) == []

@@ -34,7 +34,8 @@ def test_scrape_answers_while_refresh_is_stuck_and_a_stop_signal_closes_everythi
         samples = exporter.scrape()
         assert time.monotonic() - started < 1.0
         assert value(samples, "mx_exporter_domains") == 2
-        assert series(samples, "mx_smtp_up", domain="silent.lab.test") == []
+        assert series(samples, "mx_exchange_preference", domain="silent.lab.test") == []
+        assert series(samples, "mx_smtp_up") == []
     assert exporter.get("/-/ready")[0] == 503
     assert smtp_lab.open_connections(plan.SILENT) >= 1
     assert exporter.stop(stop_signal) < 5.0
@@ -66,8 +67,12 @@ def test_shared_address_probed_once_per_cycle(nsd_server: Any, smtp_lab: Any, st
     assert 4 <= opened <= cycles + 1, (opened, cycles)
     assert smtp_lab.max_concurrent(plan.ACCEPT_1) == 1
     samples = exporter.scrape()
+    exchanges = {x.labels["exchange"] for x in series(samples, "mx_smtp_up", address=plan.ACCEPT_1)}
     for domain in users_of_accept_1:
-        assert value(samples, "mx_smtp_up", domain=domain, address=plan.ACCEPT_1) == 1
+        members = {x.labels["exchange"] for x in series(samples, "mx_exchange_preference", domain=domain)}
+        assert members & exchanges, (domain, members)
+    for x in series(samples, "mx_smtp_up", address=plan.ACCEPT_1):
+        assert x.value == 1 and "domain" not in x.labels
 
 
 def test_reload_applies_new_domains_and_keeps_old_settings_on_error(

@@ -40,15 +40,32 @@ def test_probe_answers_with_the_same_metrics_as_metrics(prober: Exporter) -> Non
         value(
             s,
             "mx_smtp_outcome",
-            domain="primary-down.lab.test",
+            exchange="mx1.primary-down.lab.test",
             address=plan.CLOSED,
             outcome="connection_refused",
         )
         == 1
     )
     assert value(s, "mx_probe_duration_seconds", domain="primary-down.lab.test") > 0
-    watched = {x.name for x in prober.scrape() if x.labels.get("domain") == "healthy.lab.test"}
-    probed = {x.name for x in s if x.labels.get("domain") == "primary-down.lab.test"}
+
+    def names_for(samples: list[Any], domain: str) -> set[str]:
+        """Metric names of the domain's series at every level: its own, its membership, its exchanges'."""
+        members = {
+            x.labels["exchange"]
+            for x in samples
+            if x.name == "mx_exchange_preference" and x.labels["domain"] == domain
+        }
+        return {
+            x.name for x in samples if x.labels.get("domain") == domain or x.labels.get("exchange") in members
+        }
+
+    watched = names_for(prober.scrape(), "healthy.lab.test")
+    probed = names_for(s, "primary-down.lab.test")
+    # Self-contained: every exchange and session series of /probe belongs to the probed domain.
+    assert {x.labels["exchange"] for x in s if "exchange" in x.labels} == {
+        "mx1.primary-down.lab.test",
+        "mx2.primary-down.lab.test",
+    }
     # TLS series exist only where STARTTLS was tried: healthy's ACCEPT_1 offers it, primary-down has no such peer.
     tls_only = {n for n in watched if n.startswith("mx_smtp_tls_")}
     assert tls_only and probed == watched - tls_only

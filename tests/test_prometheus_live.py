@@ -49,21 +49,38 @@ DOMAINS: list[Any] = [
 ]
 DOMAIN_NAMES = [d if isinstance(d, str) else d["name"] for d in DOMAINS]
 PROBE_TARGETS = ["healthy.lab.test", "nullmx.lab.test"]
-# (alert, domain) that must be pending (their `for:` is minutes) once Prometheus has the data; nothing else.
+# (alert, domain, exchange) that must be pending (their `for:` is minutes) once Prometheus has the data; nothing
+# else. "" where the alert has no such label: domain alerts carry no exchange, TLS alerts (one per exchange and
+# address, shared by every domain behind the exchange) carry no domain.
 EXPECTED_ALERTS = {
-    ("MxPrimaryDown", "primary-down.lab.test"),
-    ("MxDomainUndeliverable", "undeliverable.lab.test"),
-    ("MxDnsLookupFailing", "nxdomain.lab.test"),
-    ("MxMisconfigured", "cname.lab.test"),
-    ("MxPrimaryExchangeDown", "equal.lab.test"),
-    ("MxFallbackToA", "fallback.lab.test"),
-    ("MxExpectationFailed", "healthy.lab.test"),
+    ("MxPrimaryDown", "primary-down.lab.test", ""),
+    ("MxDomainUndeliverable", "undeliverable.lab.test", ""),
+    ("MxDnsLookupFailing", "nxdomain.lab.test", ""),
+    ("MxMisconfigured", "cname.lab.test", ""),
+    ("MxPrimaryExchangeDown", "equal.lab.test", "b.equal.lab.test"),
+    ("MxFallbackToA", "fallback.lab.test", ""),
+    ("MxExpectationFailed", "healthy.lab.test", ""),
     # ACCEPT_1's certificate (lab CA, trusted via smtp.tls_ca_file) names only mx1.healthy.lab.test: valid for
     # healthy's mx1, invalid for the other exchange names that lead to the same address.
-    ("MxTlsCertificateInvalid", "cname.lab.test"),
-    ("MxTlsCertificateInvalid", "equal.lab.test"),
-    ("MxTlsCertificateInvalid", "fallback.lab.test"),
+    ("MxTlsCertificateInvalid", "", "alias.cname.lab.test"),
+    ("MxTlsCertificateInvalid", "", "a.equal.lab.test"),
+    ("MxTlsCertificateInvalid", "", "fallback.lab.test"),
 }
+TLS_ALERT_ADDRESS = "127.0.0.10"  # ACCEPT_1, behind every exchange above
+# The tier recording rules on /metrics: (domain, preference) -> (exchanges, exchanges up). Null MX and NXDOMAIN
+# have no MX tiers; the implicit MX of fallback.lab.test is preference 0.
+EXPECTED_TIERS = {
+    ("healthy.lab.test", "10"): (1, 1),
+    ("healthy.lab.test", "20"): (1, 1),
+    ("primary-down.lab.test", "10"): (1, 0),
+    ("primary-down.lab.test", "20"): (1, 1),
+    ("undeliverable.lab.test", "10"): (1, 0),
+    ("undeliverable.lab.test", "20"): (1, 0),
+    ("cname.lab.test", "10"): (1, 1),
+    ("equal.lab.test", "10"): (2, 1),
+    ("fallback.lab.test", "0"): (1, 1),
+}
+TIER_RULES = ("domain_preference:mx_tier_exchanges:count", "domain_preference:mx_tier_exchanges_up:count")
 
 
 def prometheus_binary() -> str:
@@ -312,18 +329,39 @@ def test_every_rule_evaluates_without_error(prometheus: Prometheus) -> None:
 @pytest.mark.slow
 def test_alerts_pend_for_exactly_the_broken_lab_domains(prometheus: Prometheus) -> None:
     """The rules match the real exporter's labels: each broken domain trips its alert; null MX trips none."""
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, str]] = set()
+    labels: list[dict[str, str]] = []
 
     def expected_pending() -> bool:
-        alerts = prometheus.api("alerts")["alerts"]
+        labels[:] = [a["labels"] for a in prometheus.api("alerts")["alerts"]]
         seen.clear()
-        seen.update((a["labels"]["alertname"], a["labels"].get("domain", "")) for a in alerts)
+        seen.update((a["alertname"], a.get("domain", ""), a.get("exchange", "")) for a in labels)
         return seen == EXPECTED_ALERTS
 
     wait_for(
         expected_pending, DATA_TIMEOUT, f"exactly the alerts {sorted(EXPECTED_ALERTS)}", lambda: str(seen)
     )
     assert not {a for a in seen if a[1] == "nullmx.lab.test"}
+    tls = [a for a in labels if a["alertname"].startswith(("MxTls", "MxStarttls"))]
+    assert tls and all(a["address"] == TLS_ALERT_ADDRESS and a["family"] == "ipv4" for a in tls), tls
+
+
+@pytest.mark.slow
+def test_tier_recording_rules_count_the_lab_exchanges(prometheus: Prometheus) -> None:
+    """The recording rules that replace mx_tier_exchanges{,_up}, over the real exporter's membership series."""
+    got: dict[tuple[str, str], tuple[int, ...]] = {}
+
+    def counted() -> bool:
+        values: dict[tuple[str, str], list[int]] = {}
+        for i, rule in enumerate(TIER_RULES):
+            for r in prometheus.query(f'{rule}{{job="{JOB}"}}'):
+                key = (r["metric"]["domain"], r["metric"]["preference"])
+                values.setdefault(key, [-1, -1])[i] = int(float(r["value"][1]))
+        got.clear()
+        got.update({k: tuple(v) for k, v in values.items()})
+        return got == EXPECTED_TIERS
+
+    wait_for(counted, DATA_TIMEOUT, f"the tier counts {EXPECTED_TIERS}", lambda: str(got))
 
 
 @pytest.mark.slow

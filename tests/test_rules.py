@@ -26,6 +26,8 @@ SEVERITIES = {"critical", "warning", "info"}
 REFRESH_SECONDS = 60  # the default refresh interval: `for:` must span several refreshes
 MIN_FOR_SECONDS = 5 * REFRESH_SECONDS
 PROMQL_TIMEOUT = 60
+MEMBERSHIP = "mx_exchange_preference"  # {domain, exchange}: the join between domain and exchange series
+TIER_RECORDS = ("domain_preference:mx_tier_exchanges:count", "domain_preference:mx_tier_exchanges_up:count")
 
 # Series Prometheus itself creates for every target.
 PROMETHEUS_SERIES = {"up"}
@@ -106,6 +108,10 @@ def github_anchors(markdown: str) -> set[str]:
         ('mx_primary_up{job="x"} == 0', {"mx_primary_up"}),
         ('sum by (domain, le) (rate(a_bucket{job=~"$job"}[$__rate_interval]))', {"a_bucket"}),
         ('count_values by (job) ("preference", mx_active_preference >= 0)', {"mx_active_preference"}),
+        (
+            'count_values without () ("preference", p) * on (job, instance, exchange) group_left () x{a="b"}',
+            {"p", "x"},
+        ),
         ("a and on (job, instance) b unless ignoring (x) c offset 5m", {"a", "b", "c"}),
         ("time() - mx_last_probe_timestamp_seconds > 1e3", {"mx_last_probe_timestamp_seconds"}),
         ('absent(up{job="mx-exporter"}) or vector(0)', {"up"}),
@@ -179,7 +185,7 @@ def test_alert_has_for_severity_and_annotations(alert: dict[str, Any]) -> None:
     assert annotations["runbook_url"] == f"README.md#{alert['alert'].lower()}"
     used = promql_metric_names(alert["expr"])
     labels = {label for name in used if name in metrics.BY_NAME for label in metrics.BY_NAME[name].labels}
-    for label in ("domain", "exchange"):
+    for label in ("domain", "exchange", "address"):
         if label in labels:
             for key in ("summary", "description"):
                 assert "{{ $labels." + label + " }}" in annotations[key], f"{key} must name the {label}"
@@ -197,6 +203,46 @@ def test_rules_use_only_catalogue_metrics() -> None:
     for rule in rules:
         unknown = promql_metric_names(rule["expr"]) - known
         assert not unknown, f"{rule.get('alert') or rule.get('record')}: not in the catalogue: {unknown}"
+
+
+def first_label(name: str) -> str | None:
+    """The level of an exposed series name by its first catalogue label: "domain", or "exchange" for exchange and
+    session series; None for the exporter's own series and for names outside the catalogue."""
+    spec = metrics.BY_NAME.get(re.sub(r"(?:_total|_bucket|_sum|_count)$", "", name))
+    return spec.labels[0] if spec is not None and spec.labels else None
+
+
+def test_exchange_and_session_series_reach_domains_only_through_membership() -> None:
+    """Exchange and session series have no domain label (issue 7): joined to domain series, they must go through
+    mx_exchange_preference on (job, instance, exchange). Matching them on domain would find nothing on /metrics
+    and, on /probe, where the target adds `domain`, something else."""
+    for rule in load_rules():
+        used = promql_metric_names(rule["expr"])
+        name = rule.get("alert") or rule.get("record")
+        if any(first_label(n) == "exchange" for n in used) and any(first_label(n) == "domain" for n in used):
+            assert MEMBERSHIP in used, f"{name}: exchange series joined to domains without {MEMBERSHIP}"
+            assert "on (job, instance, exchange)" in rule["expr"], name
+            for match in re.findall(r"\bon \(([^)]*)\)", rule["expr"]):
+                assert "domain" not in match or "exchange" not in match, f"{name}: on ({match})"
+
+
+def test_tier_recording_rules_replace_the_removed_metrics() -> None:
+    """mx_tier_exchanges and mx_tier_exchanges_up are gone from the exporter; the README points at these."""
+    records = {r["record"]: r["expr"] for r in load_rules() if "record" in r}
+    for record in TIER_RECORDS:
+        assert record in records, f"missing recording rule {record}"
+        assert MEMBERSHIP in promql_metric_names(records[record]), record
+    for record in records:
+        assert re.fullmatch(r"[a-z_]+:[a-z_]+:[a-z_]+", record), f"{record}: name it level:metric:operation"
+    assert not {"mx_tier_exchanges", "mx_tier_exchanges_up"} & set(metrics.BY_NAME)
+
+
+def test_tls_alerts_fire_per_exchange_and_address_not_per_domain() -> None:
+    """A provider's exchange shared by many domains presents one certificate: one alert, not one per domain."""
+    tls = [a for a in alerts() if any(n.startswith("mx_smtp_tls_") for n in promql_metric_names(a["expr"]))]
+    assert len(tls) == 4, [a["alert"] for a in tls]
+    for alert in tls:
+        assert all(first_label(n) == "exchange" for n in promql_metric_names(alert["expr"])), alert["alert"]
 
 
 def test_null_mx_never_counts_as_an_outage() -> None:

@@ -500,4 +500,6 @@ def test_policy_rejects_bad_settings(overrides: dict[str, Any], message: str) ->
 def test_policy_defaults_follow_the_design() -> None:
     p = SmtpPolicy(ehlo_name="mx-probe.example.net")
     assert (p.port, p.connect_timeout, p.greeting_timeout, p.session_timeout) == (25, 5.0, 15.0, 30.0)
-    assert p.greeting_timeout > 6  # postscreen pauses ~6 s before greeting (DESIGN.md §4)
+    assert (
+        p.greeting_timeout > 6
+    )  # postscreen pauses ~6 s before greeting (docs/architecture.md, "Polite probing")

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from mx_exporter.assess import build_report
-from mx_exporter.collector import domain_families
+from mx_exporter.collector import report_families
 from mx_exporter.model import SmtpOutcome, TlsFacts
 from mx_exporter.smtp import SmtpPolicy, probe_address
 from mx_exporter.tls import (
@@ -438,7 +438,7 @@ def test_peer_chain_falls_back_to_the_leaf() -> None:
 
 def _series(reports: list[Any]) -> dict[str, dict[tuple[str, ...], float]]:
     found: dict[str, dict[tuple[str, ...], float]] = {}
-    for family in domain_families(reports):
+    for family in report_families(reports):
         for sample in family.samples:
             if sample.name.startswith("mx_smtp_tls_"):
                 key = (sample.labels["exchange"], sample.labels["address"], sample.labels.get("version", ""))

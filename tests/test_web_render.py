@@ -21,14 +21,16 @@ class FakeWatcher:
 async def test_rendered_once_per_change_of_the_reports() -> None:
     watcher = FakeWatcher()
     exposition = DomainExposition(cast(Any, watcher))
-    empty = await exposition.render()
+    empty, _ = await exposition.render()
     assert b"mx_domain_deliverable{" not in empty
     watcher.reports["healthy.lab.test"] = build_report(*TWO_UP, 1.0, 1000.0)
-    assert await exposition.render() is empty  # version unchanged: the cached bytes, no re-render
+    assert (await exposition.render())[0] is empty  # version unchanged: the cached bytes, no re-render
     watcher.version += 1
-    body = await exposition.render()
-    assert body is not empty
-    assert await exposition.render() is body
+    body, no_gzip = await exposition.render()
+    assert body is not empty and no_gzip is None
+    assert (await exposition.render())[0] is body
+    _, head = await exposition.render(gzip=True)
+    assert head is not None and (await exposition.render(gzip=True))[1] is head  # compressed once too
     samples = [s for f in text_string_to_metric_families(body.decode()) for s in f.samples]
     assert any(
         s.name == "mx_domain_deliverable" and s.labels == {"domain": "healthy.lab.test"} for s in samples

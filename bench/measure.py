@@ -135,20 +135,41 @@ def measure_smtp_burst(lab: Lab, addresses: Sequence[str], sessions: int) -> dic
 class ExporterProcess:
     """``python -m mx_exporter --config.file cfg`` from this tree, listening on 127.0.0.1."""
 
-    def __init__(self, workdir: Path, lab: Lab, domains: Sequence[str], port: int) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        lab: Lab,
+        domains: Sequence[str],
+        port: int,
+        overrides: dict[str, Any] | None = None,
+        http_timeout: float = HTTP_TIMEOUT,
+    ) -> None:
         self.url = f"http://127.0.0.1:{port}"
-        config = {
+        self.http_timeout = http_timeout
+        config: dict[str, Any] = {
             **settings_overrides(lab),
             "listen_address": f"127.0.0.1:{port}",
             "refresh_interval": 3600,  # one refresh only: scrapes measure rendering, not a refresh in progress
             "log_level": "warning",
             "domains": list(domains),
         }
+        for key, value in (overrides or {}).items():  # one level deep: {"smtp": {...}} merges into smtp
+            if isinstance(value, dict) and isinstance(config.get(key), dict):
+                config[key] = {**config[key], **value}
+            else:
+                config[key] = value
+        self.config = config
+        self.started = time.monotonic()
         path = workdir / "bench-exporter.yml"
         path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / "bench-exporter.log"
         self._log = self.log_path.open("wb")
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(REPO), os.environ.get("MX_BENCH_EXTRA_PYTHONPATH", "")])
+            ),
+        }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mx_exporter", "--config.file", str(path)],
             stdin=subprocess.DEVNULL,
@@ -159,18 +180,23 @@ class ExporterProcess:
         )
 
     def log_tail(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-3000:]
+        return self.log_text()[-3000:]
+
+    def log_text(self) -> str:
+        """Everything the exporter wrote (stdout and stderr) so far."""
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         request = urllib.request.Request(self.url + path, headers=headers or {})
         try:
-            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as resp:
+            with urllib.request.urlopen(request, timeout=self.http_timeout) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as err:
             return err.code, err.read()
 
-    def wait_ready(self, timeout: float) -> float:
+    def wait_ready(self, timeout: float, interval: float = 0.05) -> float:
         """Seconds from now until /-/ready answers 200 (the first refresh is done); RuntimeError past timeout."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:
@@ -181,7 +207,7 @@ class ExporterProcess:
                     return time.monotonic() - started
             except OSError:
                 pass
-            time.sleep(0.05)
+            time.sleep(interval)
         raise RuntimeError(f"exporter not ready within {timeout:g} s:\n{self.log_tail()}")
 
     def rss_mib(self) -> float:
@@ -203,8 +229,15 @@ class ExporterProcess:
 
 
 @contextmanager
-def exporter(workdir: Path, lab: Lab, domains: Sequence[str], port: int) -> Iterator[ExporterProcess]:
-    process = ExporterProcess(workdir, lab, domains, port)
+def exporter(
+    workdir: Path,
+    lab: Lab,
+    domains: Sequence[str],
+    port: int,
+    overrides: dict[str, Any] | None = None,
+    http_timeout: float = HTTP_TIMEOUT,
+) -> Iterator[ExporterProcess]:
+    process = ExporterProcess(workdir, lab, domains, port, overrides, http_timeout)
     try:
         yield process
     finally:

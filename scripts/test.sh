@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nsd postfix prometheus chromium fonts-dejavu-core buildah debootstrap)
+APT_PACKAGES=(nsd postfix prometheus chromium fonts-dejavu-core buildah debootstrap prometheus-blackbox-exporter wrk iproute2)
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")

@@ -10,7 +10,8 @@ one smtp-sink for every address, in a private network namespace), one after the 
 2. Debian's prometheus-blackbox-exporter doing the equivalent work, driven by wrk: per domain one DNS MX probe
    against the lab NSD and one TCP probe per address (expect ^220, EHLO, expect the final 250 line, QUIT):
    domains/s = successful probes / 5 / wall time;
-3. the raw ceiling: aiosmtplib.SMTP connect, EHLO, QUIT over every address, one process, one event loop.
+3. the raw ceiling: aiosmtplib.SMTP connect, EHLO, QUIT over every address, one process, on the same kind of
+   event loop as the exporter (uvloop when installed).
 
 The exporter's smtp.max_concurrent_sessions, wrk's connections and the raw loop's concurrency are the same
 (--concurrency). Prints a table and both ratios; writes JSON with --json. See bench/README.md.
@@ -42,6 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import lab, measure, zone  # noqa: E402
 from bench.run import machine  # noqa: E402
+from mx_exporter.loop import loop_name, run_event_loop  # noqa: E402
 from tests.lab.exporter import free_port  # noqa: E402
 from tests.lab.nsd import NsdServer  # noqa: E402
 
@@ -339,7 +341,7 @@ async def raw_loop(
 def raw_phase(mix: zone.MixZone, sink: lab.SharedSink, args: argparse.Namespace) -> dict[str, float]:
     meter = lab.CpuMeter({"sink": [sink.pid]})
     cpu_before, started = lab.self_cpu_seconds(), time.monotonic()
-    done, failed = asyncio.run(raw_loop(mix.addresses, sink.port, args.concurrency, args.timeout))
+    done, failed = run_event_loop(raw_loop(mix.addresses, sink.port, args.concurrency, args.timeout))
     seconds = time.monotonic() - started
     own_cpu = 100 * (lab.self_cpu_seconds() - cpu_before) / seconds
     cpu = meter.stop()
@@ -398,7 +400,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "bench": "worstcase",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "settings": f"exporter defaults but smtp.max_concurrent_sessions = {args.concurrency}",
+        "settings": (
+            f"exporter defaults but smtp.max_concurrent_sessions = {args.concurrency}; "
+            f"event loop {loop_name()} (the raw loop too)"
+        ),
         "runs": [run_size(size, args) for size in args.domains],
     }
 

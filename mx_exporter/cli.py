@@ -18,6 +18,7 @@ import yaml
 
 from mx_exporter import __version__
 from mx_exporter.engine import CycleCache, Prober
+from mx_exporter.loop import run_event_loop
 from mx_exporter.model import DomainReport
 from mx_exporter.resolve import normalize_domain
 from mx_exporter.settings import ConfigError, Settings, SettingsLoader, leaf_keys
@@ -126,7 +127,7 @@ def run_check(argv: Sequence[str]) -> int:
         print(f"mx-exporter check: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     _setup_logging("warning" if settings.log_level == "info" else settings.log_level)
-    reports = asyncio.run(_check(settings, domains))
+    reports = run_event_loop(_check(settings, domains))
     codes = [exit_code(r) for r in reports]
     worst = worst_exit_code(codes)
     if ns.output == "json":
@@ -163,6 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mx_exporter.server import serve
 
     try:
-        return asyncio.run(serve(settings, loader))
+        return run_event_loop(serve(settings, loader))
     except KeyboardInterrupt:
         return 0

@@ -44,6 +44,8 @@ def _number(value: float) -> str:
 
 
 def _escape(value: str) -> str:
+    if '"' not in value and "\\" not in value and "\n" not in value:
+        return value  # the usual case: host names need no escaping
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
@@ -55,19 +57,44 @@ def _header(spec: MetricSpec) -> bytes:
 _HEADERS = [(spec.name, _header(spec)) for spec in REPORT_SPECS]
 
 
+def _labels(keys: tuple[str, ...], values: tuple[str, ...]) -> str:
+    """'domain="x",status="ok"' — the common arities spelled out: this runs for every sample rendered."""
+    e = _escape
+    if len(keys) == 1:
+        return f'{keys[0]}="{e(values[0])}"'
+    if len(keys) == 2:
+        return f'{keys[0]}="{e(values[0])}",{keys[1]}="{e(values[1])}"'
+    if len(keys) == 3:
+        return f'{keys[0]}="{e(values[0])}",{keys[1]}="{e(values[1])}",{keys[2]}="{e(values[2])}"'
+    return ",".join(f'{k}="{e(v)}"' for k, v in zip(keys, values, strict=True))
+
+
+_NUMBERS = {0.0: "0.0", 1.0: "1.0", -1.0: "-1.0"}  # most samples are 0/1 flags
+
+
 def sample_text(samples: Iterable[Sample]) -> dict[str, bytes]:
     """Samples -> family name -> their exposition lines, in the order given (bytes: joined without a copy)."""
     lines: dict[str, list[str]] = {}
     for name, values, value in samples:
-        labels = ",".join(f'{key}="{_escape(v)}"' for key, v in zip(_LABELS[name], values, strict=True))
-        lines.setdefault(name, []).append(f"{name}{{{labels}}} {_number(value)}\n")
+        keys = _LABELS[name]
+        if len(keys) != len(values):
+            raise ValueError(f"{name} takes labels {keys}, got values {values}")
+        number = _NUMBERS.get(value) or _number(value)
+        chunk = lines.get(name)
+        if chunk is None:
+            chunk = lines[name] = []
+        chunk.append(f"{name}{{{_labels(keys, values)}}} {number}\n")
     return {name: "".join(chunk).encode() for name, chunk in lines.items()}
 
 
 @dataclass
 class _Cached:
     source: object  # the report or exchange the text was made from (compared by identity)
-    text: dict[str, bytes]
+    text: tuple[bytes, ...]  # one chunk per report family, in catalogue order (b"" where it has none)
+
+
+def _columns(text: dict[str, bytes]) -> tuple[bytes, ...]:
+    return tuple(text.get(name, b"") for name, _ in _HEADERS)
 
 
 class Renderer:
@@ -81,24 +108,29 @@ class Renderer:
         self._exchanges: dict[str, _Cached] = {}
         self.formatted = 0  # domains and exchanges formatted afresh, over the renderer's life (for tests)
 
-    def _domain_text(self, report: DomainReport) -> dict[str, bytes]:
+    def _domain_text(self, report: DomainReport) -> tuple[bytes, ...]:
         cached = self._domains.get(report.domain)
         if cached is None or cached.source is not report:
-            cached = _Cached(report, sample_text(domain_samples(report)))
+            cached = _Cached(report, _columns(sample_text(domain_samples(report))))
             self._domains[report.domain] = cached
             self.formatted += 1
         return cached.text
 
-    def _exchange_text(self, exchange: Exchange) -> dict[str, bytes]:
+    def _exchange_text(self, exchange: Exchange) -> tuple[bytes, ...]:
         cached = self._exchanges.get(exchange.name)
         if cached is None or cached.source is not exchange:
-            cached = _Cached(exchange, sample_text(exchange_samples(exchange)))
+            cached = _Cached(exchange, _columns(sample_text(exchange_samples(exchange))))
             self._exchanges[exchange.name] = cached
             self.formatted += 1
         return cached.text
 
     def render(self, reports: Sequence[DomainReport]) -> bytes:
         """The text of every report family (HELP and TYPE even without samples), in catalogue order."""
+        return b"".join(self.render_chunks(reports))
+
+    def render_chunks(self, reports: Sequence[DomainReport]) -> list[bytes]:
+        """``render`` as a header and one chunk per family: sent one after the other, never joined into a copy
+        (at 10,000 domains the body is ~30 MB)."""
         unique = latest_reports(reports)
         exchanges = latest_exchanges(unique)
         fragments = [self._domain_text(r) for r in unique]
@@ -108,11 +140,13 @@ class Renderer:
             del self._domains[gone]
         for gone in [x for x in self._exchanges if x not in exchanges]:
             del self._exchanges[gone]
+        # zip(*fragments) turns the per-entity rows into per-family columns without a Python loop per chunk.
+        columns = zip(*fragments, strict=True) if fragments else ((),) * len(_HEADERS)
         parts: list[bytes] = []
-        for name, header in _HEADERS:
+        for (_, header), column in zip(_HEADERS, columns, strict=True):
             parts.append(header)
-            parts.extend(text[name] for text in fragments if name in text)
-        return b"".join(parts)
+            parts.append(b"".join(column))
+        return parts
 
 
 @dataclass(frozen=True)
@@ -124,11 +158,16 @@ class GzipHead:
     size: int
 
 
-def gzip_head(body: bytes, level: int = GZIP_LEVEL) -> GzipHead:
-    """Compress ``body`` as the head of a gzip stream that ``gzip_finish`` completes with any tail."""
+def gzip_head(body: bytes | Sequence[bytes], level: int = GZIP_LEVEL) -> GzipHead:
+    """Compress ``body`` (or its chunks, in order) as the head of a gzip stream ``gzip_finish`` completes."""
+    chunks = [body] if isinstance(body, bytes) else body
     deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
-    data = _GZIP_HEADER + deflate.compress(body) + deflate.flush(zlib.Z_FULL_FLUSH)
-    return GzipHead(data, zlib.crc32(body), len(body))
+    data, crc, size = [_GZIP_HEADER], 0, 0
+    for chunk in chunks:
+        data.append(deflate.compress(chunk))
+        crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+    data.append(deflate.flush(zlib.Z_FULL_FLUSH))
+    return GzipHead(b"".join(data), crc, size)
 
 
 def gzip_finish(head: GzipHead, tail: bytes) -> bytes:

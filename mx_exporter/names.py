@@ -51,6 +51,8 @@ def normalize_domain(text: str) -> str:
 
 
 def _is_ip(text: str) -> bool:
+    if ":" not in text and not text[-1:].isdigit():
+        return False  # neither IPv6 nor a dotted quad: skip the exception path (every domain passes here)
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -81,7 +83,9 @@ def address_allowed(address: str, allow_networks: Sequence[Network]) -> bool:
 
 def looks_like_ip_literal(name: dns.name.Name) -> bool:
     """An exchange "name" that is an address: 192.0.2.1., [192.0.2.1], [2001:db8::1], all-digit labels."""
+    labels = [label for label in name.labels if label]
+    if labels and not labels[-1].isdigit() and not any(b":" in x or b"[" in x for x in labels):
+        return False  # the usual case, decided without formatting the name (once per exchange per domain)
     if _is_ip(name.to_text(omit_final_dot=True).strip("[]")):
         return True
-    labels = [label for label in name.labels if label]
     return bool(labels) and all(label.isdigit() for label in labels)

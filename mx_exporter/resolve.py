@@ -71,6 +71,19 @@ class QueryObserver(Protocol):
         """rdtype "MX", "A" or "AAAA"; result one of RESULTS; tcp_retry: truncated over UDP, asked over TCP."""
 
 
+_Addresses = tuple[tuple[ResolvedAddress, ...], str | None]  # a name's probed addresses and its CNAME target
+
+
+@dataclass(frozen=True)
+class _Memo:
+    """A name's worked-out addresses, with the cache keys and replies they came from and their log lines."""
+
+    keys: tuple[tuple[str, str], ...]
+    replies: tuple[Reply, ...]
+    lines: tuple[str, ...]  # "? question" and the answer's line, marked cached
+    result: _Addresses
+
+
 class NameCache:
     """One refresh cycle's DNS answers: each (name, type) asked once, kept no longer than its TTL."""
 
@@ -79,6 +92,9 @@ class NameCache:
         self.hits = 0  # questions answered from the cache (or joined in flight)
         self._answers: dict[tuple[str, str], tuple[float, Reply]] = {}  # key -> (expires at, reply)
         self._in_flight: dict[tuple[str, str], asyncio.Future[Reply | None]] = {}
+        # A name's processed addresses, with the replies they came from: reused only while those very replies
+        # are still the cached ones, so the TTL rules above hold for it too (hosted mail: 6,000 domains, 5 names).
+        self._addresses: dict[dns.name.Name, _Memo] = {}
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -218,6 +234,23 @@ class _Run:
         future.set_result(reply)
         return reply
 
+    def known_addresses(self, qname: dns.name.Name, families: list[Family]) -> _Addresses | None:
+        """The name's addresses as this cycle already worked them out, without a question or a task; None when
+        any of its replies is no longer cached (expired, or never asked)."""
+        cache = self.cache
+        if cache is None:
+            return None
+        memo = cache._addresses.get(qname)  # dns.name.Name compares and hashes case-free
+        if memo is None or len(memo.keys) != len(families):
+            return None
+        for key, reply in zip(memo.keys, memo.replies, strict=True):
+            if cache._get(key) is not reply:
+                return None
+        for line in memo.lines:
+            self.note(line)
+        cache.hits += len(memo.keys)
+        return memo.result
+
     def _cached(self, question: str, reply: Reply, cache: NameCache) -> Reply:
         cache.hits += 1
         self.note(f"{_describe(question, reply, self.policy.timeout)} (cached)")
@@ -347,9 +380,18 @@ async def _explicit_mx(domain: str, answer: Reply, run: _Run) -> Resolution:
     if dropped > 0:
         order = order[:MAX_EXCHANGES]
         run.note(f"{dropped} least preferred exchanges not probed (limit {MAX_EXCHANGES} per domain)")
-    exchanges = await asyncio.gather(
-        *(_exchange(text, pref, target, text in duplicates, run) for text, (pref, target) in order)
+    # Exchanges this cycle already resolved (hosted mail) are built at once; only the others need a task each.
+    now = [_exchange_now(text, pref, target, text in duplicates, run) for text, (pref, target) in order]
+    later = iter(
+        await asyncio.gather(
+            *(
+                _exchange(text, pref, target, text in duplicates, run)
+                for (text, (pref, target)), done in zip(order, now, strict=True)
+                if done is None
+            )
+        )
     )
+    exchanges = [done if done is not None else next(later) for done in now]
     for exchange in exchanges:
         problems |= exchange.problems
     tiers = len({exchange.preference for exchange in exchanges})
@@ -370,17 +412,41 @@ async def _explicit_mx(domain: str, answer: Reply, run: _Run) -> Resolution:
     )
 
 
+def _exchange_now(
+    name: str, preference: int, target: dns.name.Name, duplicate: bool, run: _Run
+) -> ResolvedExchange | None:
+    """The exchange when it needs no question: an IP literal, or a name this cycle already resolved."""
+    if looks_like_ip_literal(target):
+        # Senders refuse an address written as an MX name (Exim's allow_mx_to_ip, Postfix): never looked up.
+        run.note(f"  {name} is an IP address written as a host name: senders refuse it, not looked up")
+        problems = {Misconfiguration.IP_LITERAL_TARGET}
+        if duplicate:
+            problems.add(Misconfiguration.DUPLICATE_EXCHANGE)
+        return ResolvedExchange(name=name, preference=preference, addresses=(), problems=frozenset(problems))
+    families = [family for family in (Family.IPV4, Family.IPV6) if family in run.policy.families]
+    known = run.known_addresses(target, families)
+    return None if known is None else _resolved_exchange(name, preference, duplicate, *known)
+
+
 async def _exchange(
     name: str, preference: int, target: dns.name.Name, duplicate: bool, run: _Run
 ) -> ResolvedExchange:
     """One MX target: flag what trips senders, then its A/AAAA addresses (CNAMEs followed, as senders do)."""
-    problems: set[Misconfiguration] = {Misconfiguration.DUPLICATE_EXCHANGE} if duplicate else set()
-    if looks_like_ip_literal(target):
-        # Senders refuse an address written as an MX name (Exim's allow_mx_to_ip, Postfix): never looked up.
-        run.note(f"  {name} is an IP address written as a host name: senders refuse it, not looked up")
-        problems.add(Misconfiguration.IP_LITERAL_TARGET)
-        return ResolvedExchange(name=name, preference=preference, addresses=(), problems=frozenset(problems))
+    now = _exchange_now(name, preference, target, duplicate, run)
+    if now is not None:
+        return now
     addresses, canonical = await _addresses(target, name, run)
+    return _resolved_exchange(name, preference, duplicate, addresses, canonical)
+
+
+def _resolved_exchange(
+    name: str,
+    preference: int,
+    duplicate: bool,
+    addresses: tuple[ResolvedAddress, ...],
+    canonical: str | None,
+) -> ResolvedExchange:
+    problems: set[Misconfiguration] = {Misconfiguration.DUPLICATE_EXCHANGE} if duplicate else set()
     if canonical is not None:
         problems.add(Misconfiguration.CNAME_TARGET)
     if not addresses:
@@ -425,6 +491,9 @@ async def _addresses(
 ) -> tuple[tuple[ResolvedAddress, ...], str | None]:
     """The name's A/AAAA (configured families, asked at once), IPv4 first, capped; and its CNAME target."""
     families = [family for family in (Family.IPV4, Family.IPV6) if family in run.policy.families]
+    known = run.known_addresses(qname, families)
+    if known is not None:
+        return known
     replies = await asyncio.gather(*(run.ask(qname, _RDTYPES[family]) for family in families))
     found: list[tuple[Family, str]] = []
     canonical: dns.name.Name | None = None
@@ -440,7 +509,17 @@ async def _addresses(
         ResolvedAddress(address=ip, family=family, allowed=address_allowed(ip, run.policy.allow_networks))
         for family, ip in found[:limit]
     )
-    return addresses, None if canonical is None else canonical.to_text(omit_final_dot=True).lower()
+    result = addresses, None if canonical is None else canonical.to_text(omit_final_dot=True).lower()
+    if run.cache is not None:
+        questions = [f"{qname} {_RDTYPES[family]}" for family in families]
+        lines = [
+            line
+            for question, reply in zip(questions, replies, strict=True)
+            for line in (f"? {question}", f"{_describe(question, reply, run.policy.timeout)} (cached)")
+        ]
+        keys = tuple((q.lower(), _RDTYPES[f]) for q, f in zip(questions, families, strict=True))
+        run.cache._addresses[qname] = _Memo(keys, tuple(replies), tuple(lines), result)
+    return result
 
 
 def _count(number: int, noun: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from mx_exporter.engine import Watcher
+from mx_exporter.loop import loop_name
 from mx_exporter.selfmetrics import ExporterMetrics
 from mx_exporter.settings import (
     FALLBACK_EHLO_NAME,
@@ -78,7 +79,12 @@ class Server:
             )
         host, port = split_listen_address(settings.listen_address)
         runner = await start_site(self.web.app(middlewares), host, port, ssl_context)
-        log.info("listening on %s (%d domains watched)", settings.listen_address, len(self.watcher.domains))
+        log.info(
+            "listening on %s (%d domains watched, %s event loop)",
+            settings.listen_address,
+            len(self.watcher.domains),
+            loop_name(),
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -61,22 +61,22 @@ class DomainExposition:
         self.watcher = watcher
         self.renderer = Renderer()
         self.version = -1
-        self.body = b""
+        self.chunks: tuple[bytes, ...] = ()
         self.gzip: GzipHead | None = None
         self.lock = asyncio.Lock()
 
-    async def render(self, gzip: bool = False) -> tuple[bytes, GzipHead | None]:
-        """The plain body, and (when asked) the gzip head of it, both for the reports as they are now."""
+    async def render(self, gzip: bool = False) -> tuple[tuple[bytes, ...], GzipHead | None]:
+        """The plain body in chunks, and (when asked) the gzip head of it, for the reports as they are now."""
         async with self.lock:
             loop = asyncio.get_running_loop()
             version = self.watcher.version
             if version != self.version:
                 snapshot = list(self.watcher.reports.values())
-                self.body = await loop.run_in_executor(None, self.renderer.render, snapshot)
-                self.version, self.gzip = version, None
+                chunks = await loop.run_in_executor(None, self.renderer.render_chunks, snapshot)
+                self.chunks, self.version, self.gzip = tuple(chunks), version, None
             if gzip and self.gzip is None:
-                self.gzip = await loop.run_in_executor(None, gzip_head, self.body)
-            return self.body, self.gzip if gzip else None
+                self.gzip = await loop.run_in_executor(None, gzip_head, self.chunks)
+            return self.chunks, self.gzip if gzip else None
 
 
 class ExporterWeb:
@@ -112,15 +112,21 @@ class ExporterWeb:
         )
         return app
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
         gzip = "gzip" in request.headers.get("Accept-Encoding", "")
-        body, head = await self.domain_exposition.render(gzip)
+        chunks, head = await self.domain_exposition.render(gzip)
         own = generate_latest(self.registry)
         headers = {"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept-Encoding"}
-        if head is None:
-            return web.Response(body=body + own, headers=headers)
-        headers["Content-Encoding"] = "gzip"
-        return web.Response(body=gzip_finish(head, own), headers=headers)
+        if head is not None:
+            headers["Content-Encoding"] = "gzip"
+            return web.Response(body=gzip_finish(head, own), headers=headers)
+        response = web.StreamResponse(headers=headers)
+        response.content_length = sum(map(len, chunks)) + len(own)
+        await response.prepare(request)
+        for chunk in (*chunks, own):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
     async def probe(self, request: web.Request) -> web.Response:
         try:

@@ -79,8 +79,10 @@ def test_label_values_are_escaped() -> None:
 
 @pytest.mark.parametrize("tail", [b"", b"# own metrics\nmx_exporter_domains 3.0\n"])
 def test_gzip_head_and_tail_make_one_valid_stream(tail: bytes) -> None:
-    body = Renderer().render(list(REPORTS.values())) * 20
-    whole = gzip_finish(gzip_head(body), tail)
+    chunks = Renderer().render_chunks(list(REPORTS.values())) * 20
+    body = b"".join(chunks)
+    whole = gzip_finish(gzip_head(chunks), tail)
+    assert gzip_finish(gzip_head(body), tail) == whole  # chunked or whole: the same stream
     assert gzip.decompress(whole) == body + tail
     # one member, as strict readers (zlib with the gzip wrapper) expect: nothing left over
     reader = zlib.decompressobj(16 + zlib.MAX_WBITS)

@@ -22,7 +22,7 @@ async def test_rendered_once_per_change_of_the_reports() -> None:
     watcher = FakeWatcher()
     exposition = DomainExposition(cast(Any, watcher))
     empty, _ = await exposition.render()
-    assert b"mx_domain_deliverable{" not in empty
+    assert b"mx_domain_deliverable{" not in b"".join(empty)
     watcher.reports["healthy.lab.test"] = build_report(*TWO_UP, 1.0, 1000.0)
     assert (await exposition.render())[0] is empty  # version unchanged: the cached bytes, no re-render
     watcher.version += 1
@@ -31,7 +31,7 @@ async def test_rendered_once_per_change_of_the_reports() -> None:
     assert (await exposition.render())[0] is body
     _, head = await exposition.render(gzip=True)
     assert head is not None and (await exposition.render(gzip=True))[1] is head  # compressed once too
-    samples = [s for f in text_string_to_metric_families(body.decode()) for s in f.samples]
+    samples = [s for f in text_string_to_metric_families(b"".join(body).decode()) for s in f.samples]
     assert any(
         s.name == "mx_domain_deliverable" and s.labels == {"domain": "healthy.lab.test"} for s in samples
     )

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pwd
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -346,3 +347,25 @@ def table(
         values = " ".join(f"{shown(run[key]):>12}" for _, run in columns)
         lines.append(f"{key:<{width}} {values} {unit:<4}  {what}")
     return "\n".join(lines)
+
+
+def bench_main(
+    script: Path,
+    argv: list[str],
+    parse_args: Callable[[list[str]], argparse.Namespace],
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+) -> int:
+    """A bench's main: parse, move into the private network namespace, run, print the table, write the JSON."""
+    args = parse_args(argv)
+    try:
+        enter_private_netns(script, argv)
+        results = run(args)
+    except (RuntimeError, OSError, TimeoutError) as err:
+        print(f"bench failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print(table(results))
+    write_json(args.json, results)
+    return 0

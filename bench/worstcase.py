@@ -429,19 +429,7 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    try:
-        lab.enter_private_netns(Path(__file__), argv)
-        results = run(args)
-    except (RuntimeError, OSError, TimeoutError) as err:
-        print(f"bench failed: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    print(table(results))
-    lab.write_json(args.json, results)
-    return 0
+    return lab.bench_main(Path(__file__), sys.argv[1:] if argv is None else argv, parse_args, run, table)
 
 
 if __name__ == "__main__":

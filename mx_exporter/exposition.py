@@ -15,8 +15,9 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from mx_exporter.collector import (
     REPORT_SPECS,
@@ -32,6 +33,7 @@ from mx_exporter.model import DomainReport, Exchange
 GZIP_LEVEL = 6  # zlib's default; the cached head is compressed once per change, not per scrape
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, no mtime, unknown OS
 _LABELS: dict[str, tuple[str, ...]] = {s.name: s.labels for s in REPORT_SPECS}
+S = TypeVar("S", DomainReport, Exchange)
 
 
 def _number(value: float) -> str:
@@ -108,19 +110,13 @@ class Renderer:
         self._exchanges: dict[str, _Cached] = {}
         self.formatted = 0  # domains and exchanges formatted afresh, over the renderer's life (for tests)
 
-    def _domain_text(self, report: DomainReport) -> tuple[bytes, ...]:
-        cached = self._domains.get(report.domain)
-        if cached is None or cached.source is not report:
-            cached = _Cached(report, _columns(sample_text(domain_samples(report))))
-            self._domains[report.domain] = cached
-            self.formatted += 1
-        return cached.text
-
-    def _exchange_text(self, exchange: Exchange) -> tuple[bytes, ...]:
-        cached = self._exchanges.get(exchange.name)
-        if cached is None or cached.source is not exchange:
-            cached = _Cached(exchange, _columns(sample_text(exchange_samples(exchange))))
-            self._exchanges[exchange.name] = cached
+    def _text(
+        self, cache: dict[str, _Cached], key: str, source: S, samples: Callable[[S], list[Sample]]
+    ) -> tuple[bytes, ...]:
+        """The cached text of ``source`` under ``key``, formatted afresh only when the object changed."""
+        cached = cache.get(key)
+        if cached is None or cached.source is not source:
+            cached = cache[key] = _Cached(source, _columns(sample_text(samples(source))))
             self.formatted += 1
         return cached.text
 
@@ -133,8 +129,8 @@ class Renderer:
         (at 10,000 domains the body is ~30 MB)."""
         unique = latest_reports(reports)
         exchanges = latest_exchanges(unique)
-        fragments = [self._domain_text(r) for r in unique]
-        fragments += [self._exchange_text(x) for x in exchanges.values()]
+        fragments = [self._text(self._domains, r.domain, r, domain_samples) for r in unique]
+        fragments += [self._text(self._exchanges, x.name, x, exchange_samples) for x in exchanges.values()]
         names = {r.domain for r in unique}
         for gone in [d for d in self._domains if d not in names]:
             del self._domains[gone]

@@ -1,7 +1,8 @@
 """Resolve a domain's mail hosts like a sending MTA and classify what DNS said (RFC 5321 §5.1, RFC 7505).
 
 One entry point, ``resolve_domain``: it never raises for DNS trouble. Every answer, or failure, becomes a
-``model.Resolution`` classified per DESIGN.md §3, with a timed human log of each question and answer.
+``model.Resolution`` classified per docs/architecture.md "What DNS answers mean", with a timed human log of
+each question and answer.
 Addresses outside global unicast are marked not allowed unless inside ``allow_networks``: the SMTP stage never
 connects to them (SSRF guard). An exchange written as an IP address is flagged and not looked up: senders refuse
 it (Exim's allow_mx_to_ip defaults to false, Postfix rejects numeric MX names).

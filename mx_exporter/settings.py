@@ -148,7 +148,7 @@ def check_ehlo_name(value: str) -> str:
 
 
 class Settings(BaseSettings):
-    """Everything the exporter can be told. Field names are the YAML keys (DESIGN.md §6)."""
+    """Everything the exporter can be told. Field names are the YAML keys (README "Settings")."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True

@@ -16,27 +16,12 @@ from mx_exporter.model import (
     Exchange,
     Resolution,
     ResolvedExchange,
-    Sender,
     SmtpOutcome,
     Tier,
     Verdict,
 )
+from mx_exporter.senders import deliveries
 from mx_exporter.tls import cert_valid_for
-
-# Outcomes where the TCP connection was made: the host was contacted, it just did not accept.
-CONTACTED: frozenset[SmtpOutcome] = frozenset(
-    {
-        SmtpOutcome.GREETING_TIMEOUT,
-        SmtpOutcome.GREETING_4XX,
-        SmtpOutcome.GREETING_5XX,
-        SmtpOutcome.EHLO_FAILED,
-        SmtpOutcome.PROTOCOL_ERROR,
-    }
-)
-# Outcomes where no connection was made (or none was attempted).
-UNREACHABLE: frozenset[SmtpOutcome] = frozenset(
-    {SmtpOutcome.CONNECTION_REFUSED, SmtpOutcome.CONNECT_TIMEOUT, SmtpOutcome.SKIPPED}
-)
 
 NOT_PROBED = "not probed"
 NOT_ALLOWED = "not probed: address is not global unicast and not in allow_networks"
@@ -107,6 +92,7 @@ def _exchange(resolved: ResolvedExchange, results: Mapping[str, AddressResult]) 
         addresses=tuple(addresses),
         cname_target=resolved.cname_target,
         problems=resolved.problems,
+        lookup=resolved.lookup,
     )
 
 
@@ -134,31 +120,6 @@ def build_tiers(resolution: Resolution, results: Mapping[str, AddressResult]) ->
 
 def _addresses(tier: Tier) -> list[AddressResult]:
     return [a for e in tier.exchanges for a in e.addresses]
-
-
-def delivery_preference(tiers: tuple[Tier, ...], sender: Sender) -> int:
-    """Preference a sender of this behaviour would deliver to now; -1 when it would queue.
-
-    Both behaviours walk the tiers from the most preferred (lowest preference) up, and deliver to the first
-    tier where some address accepted (2xx greeting and 250 to EHLO). They differ on a tier where nothing
-    accepts:
-
-    - ``next_mx_on_4xx``: moves on to the next tier whatever went wrong (4xx/5xx greeting, EHLO failure,
-      protocol error, timeouts, refused connections).
-    - ``next_mx_on_unreachable``: moves on only when every address of the tier was unreachable (connection
-      refused, connect timeout, or skipped). If at least one address was contacted (TCP connected, but
-      greeting timeout, 4xx/5xx greeting, EHLO failure or protocol error), it stops there: it queues and
-      retries later instead of using the backup, so the answer is -1.
-
-    No tier accepts, no tiers at all (NXDOMAIN, SERVFAIL, no mail hosts) or a null MX: -1 for both.
-    """
-    for tier in tiers:
-        addresses = _addresses(tier)
-        if any(a.up for a in addresses):
-            return tier.preference
-        if sender is Sender.NEXT_MX_ON_UNREACHABLE and any(a.outcome in CONTACTED for a in addresses):
-            return -1
-    return -1
 
 
 def _preference_gap(tiers: tuple[Tier, ...]) -> int:
@@ -206,7 +167,7 @@ def assess(
         primary_up=primary_up,
         active_preference=up_tiers[0].preference if up_tiers else -1,
         preference_gap=_preference_gap(tiers),
-        delivery_preference={s: delivery_preference(tiers, s) for s in Sender},
+        deliveries=deliveries(resolution, tiers),
         misconfigurations=resolution.misconfigurations.union(
             *(e.problems for t in tiers for e in t.exchanges)
         ),

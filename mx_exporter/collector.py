@@ -23,11 +23,11 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from mx_exporter import metrics
 from mx_exporter.model import (
     AddressResult,
+    DeliveryOutcome,
     DnsStatus,
     DomainReport,
     Exchange,
     Misconfiguration,
-    Sender,
     SmtpOutcome,
 )
 
@@ -52,7 +52,12 @@ def domain_samples(report: DomainReport) -> list[Sample]:
         ("mx_primary_up", d, _b(verdict.primary_up)),
         ("mx_active_preference", d, verdict.active_preference),
     ]
-    out += [("mx_delivery_preference", (*d, s.value), verdict.delivery_preference[s]) for s in Sender]
+    for sender, delivery in verdict.deliveries.items():
+        out += [
+            ("mx_delivery_outcome", (*d, sender.value, o.value), _b(delivery.outcome is o))
+            for o in DeliveryOutcome
+        ]
+    out += [("mx_delivery_preference", (*d, s.value), p.preference) for s, p in verdict.deliveries.items()]
     out += [("mx_expectation_met", (*d, n), _b(met)) for n, met in verdict.expectations.items()]
     out += [
         ("mx_records", d, res.mx_records),

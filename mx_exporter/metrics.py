@@ -56,10 +56,17 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         + LAST,
     ),
     MetricSpec(
+        "mx_delivery_outcome",
+        "gauge",
+        ("domain", "sender", "outcome"),
+        "1 for what happens to a message this sending MTA (postfix, exim, qmail) sends now: delivered, queued "
+        "or bounced; every outcome is always emitted" + LAST,
+    ),
+    MetricSpec(
         "mx_delivery_preference",
         "gauge",
         ("domain", "sender"),
-        "Preference a sender of this behaviour would deliver to now; -1 when it would queue" + LAST,
+        "Preference this sending MTA would deliver to now; -1 unless it delivers" + LAST,
     ),
     MetricSpec(
         "mx_expectation_met",

@@ -55,10 +55,19 @@ class Family(StrEnum):
 
 
 class Sender(StrEnum):
-    """Two ways senders treat a more preferred MX that answers but does not accept (the preference debate)."""
+    """A sending MTA whose choice of MX host, and of deliver / queue / bounce, a profile reproduces (senders.py)."""
 
-    NEXT_MX_ON_4XX = "next_mx_on_4xx"  # any non-accepting host: try the next MX at once (Postfix, Exim)
-    NEXT_MX_ON_UNREACHABLE = "next_mx_on_unreachable"  # move on only when hosts cannot be contacted at all
+    POSTFIX = "postfix"
+    EXIM = "exim"
+    QMAIL = "qmail"
+
+
+class DeliveryOutcome(StrEnum):
+    """What happens to a message a sender of one profile sends now."""
+
+    DELIVERED = "delivered"  # some address accepted: the message goes there
+    QUEUED = "queued"  # a temporary failure: the sender keeps the message and retries later
+    BOUNCED = "bounced"  # a permanent failure: the message comes back to its author now
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,7 @@ class AddressResult:
     outcome: SmtpOutcome
     greeting_code: int = 0  # code of the final greeting line, 0 when none
     ehlo_code: int = 0  # code of the EHLO reply, 0 when none
+    helo_code: int = 0  # code of the HELO reply after a refused EHLO (the senders' fallback), 0 when not sent
     connect_seconds: float | None = None  # TCP connect time
     greeting_seconds: float | None = None  # connect done -> final greeting line
     session_seconds: float | None = None  # the whole session
@@ -114,6 +124,9 @@ class ResolvedExchange:
     addresses: tuple[ResolvedAddress, ...]
     cname_target: str | None = None  # where the exchange name's CNAME chain led, when it had one
     problems: frozenset[Misconfiguration] = frozenset()
+    # How its address lookup ended when it found none: NXDOMAIN/NODATA are permanent for a sender, SERVFAIL and
+    # TIMEOUT temporary (the sender queues rather than bounce when no other exchange has an address).
+    lookup: DnsStatus = DnsStatus.OK
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,7 @@ class Exchange:
     addresses: tuple[AddressResult, ...]
     cname_target: str | None = None
     problems: frozenset[Misconfiguration] = frozenset()
+    lookup: DnsStatus = DnsStatus.OK  # ResolvedExchange.lookup
 
     @property
     def up(self) -> bool:
@@ -158,12 +172,23 @@ class Tier:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """One sender profile's answer to "what happens to a message sent now" (senders.deliver)."""
+
+    outcome: DeliveryOutcome
+    preference: int = -1  # the preference delivered to; -1 unless delivered
+    exchange: str = ""  # the exchange delivered to, "" unless delivered
+    address: str = ""  # the address delivered to, "" unless delivered
+    reason: str = ""  # one short human line: where it went, or why it queues or bounces
+
+
+@dataclass(frozen=True)
 class Verdict:
     deliverable: bool  # some address of some tier accepted
     primary_up: bool  # some address of the most preferred tier accepted
     active_preference: int  # lowest preference with an accepting address; -1 when none
     preference_gap: int  # second-lowest minus lowest distinct preference; 0 with fewer than two tiers
-    delivery_preference: dict[Sender, int] = field(default_factory=dict)  # -1 = the sender would queue
+    deliveries: dict[Sender, Delivery] = field(default_factory=dict)  # one per sender profile
     expectations: dict[str, bool] = field(default_factory=dict)  # configured expectation name -> met
     # Every misconfiguration of the MX set: the resolution's own and each probed exchange's.
     misconfigurations: frozenset[Misconfiguration] = frozenset()

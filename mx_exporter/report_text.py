@@ -15,18 +15,23 @@ from typing import Any
 
 from mx_exporter.model import (
     AddressResult,
+    Delivery,
+    DeliveryOutcome,
     DnsStatus,
     DomainReport,
     Exchange,
     Misconfiguration,
     Resolution,
+    Sender,
     SmtpOutcome,
     TlsFacts,
 )
 
 EXIT_OK = 0  # deliverable and primary up, or a null MX by design
 EXIT_PRIMARY_DOWN = 1  # deliverable through a backup tier only
-EXIT_UNDELIVERABLE = 2  # no tier accepts, no mail hosts, or the domain does not exist
+EXIT_UNDELIVERABLE = (
+    2  # no tier accepts, no mail hosts, the domain does not exist, or a sender profile bounces
+)
 EXIT_DNS_ERROR = 3  # servfail, timeout or another DNS error: senders retry later
 
 TEMPORARY_DNS: frozenset[DnsStatus] = frozenset({DnsStatus.SERVFAIL, DnsStatus.TIMEOUT})
@@ -74,9 +79,27 @@ def exit_code(report: DomainReport) -> int:
         return EXIT_DNS_ERROR
     if resolution.null_mx:
         return EXIT_OK
+    if bouncing(report):
+        return EXIT_UNDELIVERABLE
     if report.verdict.deliverable:
         return EXIT_OK if report.verdict.primary_up else EXIT_PRIMARY_DOWN
     return EXIT_UNDELIVERABLE
+
+
+def bouncing(report: DomainReport) -> list[Sender]:
+    """The sender profiles that bounce a message sent now (a null MX bounces by design, so never here)."""
+    if report.resolution.null_mx:
+        return []
+    return [s for s, d in report.verdict.deliveries.items() if d.outcome is DeliveryOutcome.BOUNCED]
+
+
+def delivery_text(delivery: Delivery) -> str:
+    """One profile's outcome as `check` and the status page say it."""
+    if delivery.outcome is DeliveryOutcome.DELIVERED:
+        return f"delivered to pref {delivery.preference} ({delivery.exchange})"
+    if delivery.outcome is DeliveryOutcome.QUEUED:
+        return f"queued (retrying): {clean(delivery.reason)}"
+    return f"bounced: {clean(delivery.reason)}"
 
 
 def worst_exit_code(codes: Iterable[int]) -> int:
@@ -125,6 +148,10 @@ def verdict_line(report: DomainReport) -> str:
     if resolution.null_mx:
         return "NULL MX: accepts no mail by design"
     implicit = ", implicit MX from the domain's A/AAAA" if resolution.fallback_to_a else ""
+    bounced = bouncing(report)
+    if bounced and verdict.deliverable:
+        names = ", ".join(s.value for s in bounced)
+        return f"BOUNCING: {names} would bounce mail although an address accepts"
     if verdict.deliverable and verdict.primary_up:
         return f"DELIVERABLE, primary up (pref {verdict.active_preference}){implicit}"
     if verdict.deliverable:
@@ -262,13 +289,17 @@ def problems(report: DomainReport) -> list[str]:
         for exchange in tier.exchanges:
             lines += _exchange_problems(exchange)
     lines += [f"expectation {name} not met" for name, met in verdict.expectations.items() if not met]
-    prefs = verdict.delivery_preference
-    if len(set(prefs.values())) > 1:
-        said = ", ".join(
-            f"{s.value} -> {'queue' if p < 0 else f'pref {p}'}" for s, p in sorted(prefs.items())
-        )
+    outcomes = verdict.deliveries
+    if len({(d.outcome, d.preference) for d in outcomes.values()}) > 1:
+        said = ", ".join(f"{s.value} -> {_delivery_word(d)}" for s, d in outcomes.items())
         lines.append(f"senders disagree: {said}")
     return lines
+
+
+def _delivery_word(delivery: Delivery) -> str:
+    if delivery.outcome is DeliveryOutcome.DELIVERED:
+        return f"pref {delivery.preference}"
+    return delivery.outcome.value
 
 
 def _count(n: int, noun: str) -> str:
@@ -298,6 +329,10 @@ def render_text(report: DomainReport, *, color: bool) -> str:
     lines = [_colour(_heading(report), "bold", color)]
     if report.tiers:
         lines += ["  " + line for line in _table(_address_rows(report), color)]
+    if report.verdict.deliveries:
+        lines.append("  Senders:")
+        width = max(len(s.value) for s in report.verdict.deliveries)
+        lines += [f"    {s.value:<{width}}  {delivery_text(d)}" for s, d in report.verdict.deliveries.items()]
     found = problems(report)
     if found:
         lines.append("  Problems:")
@@ -335,6 +370,7 @@ def _address_json(result: AddressResult) -> dict[str, Any]:
         "up": result.up,
         "greeting_code": result.greeting_code,
         "ehlo_code": result.ehlo_code,
+        "helo_code": result.helo_code,
         "connect_seconds": result.connect_seconds,
         "greeting_seconds": result.greeting_seconds,
         "session_seconds": result.session_seconds,
@@ -382,7 +418,16 @@ def to_json(report: DomainReport) -> dict[str, Any]:
             "primary_up": verdict.primary_up,
             "active_preference": verdict.active_preference,
             "preference_gap": verdict.preference_gap,
-            "delivery_preference": {s.value: p for s, p in sorted(verdict.delivery_preference.items())},
+            "deliveries": {
+                s.value: {
+                    "outcome": d.outcome.value,
+                    "preference": d.preference,
+                    "exchange": d.exchange,
+                    "address": d.address,
+                    "reason": d.reason,
+                }
+                for s, d in verdict.deliveries.items()
+            },
             "expectations": dict(verdict.expectations),
         },
         "tiers": [

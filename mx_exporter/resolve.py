@@ -4,8 +4,8 @@ One entry point, ``resolve_domain``: it never raises for DNS trouble. Every answ
 ``model.Resolution`` classified per docs/architecture.md "What DNS answers mean", with a timed human log of
 each question and answer.
 Addresses outside global unicast are marked not allowed unless inside ``allow_networks``: the SMTP stage never
-connects to them (SSRF guard). An exchange written as an IP address is flagged and not looked up: senders refuse
-it (Exim's allow_mx_to_ip defaults to false, Postfix rejects numeric MX names).
+connects to them (SSRF guard). An exchange written as an IP address is flagged and not looked up; it is probed as
+that address, since Postfix and qmail use it while Exim refuses it (allow_mx_to_ip defaults to false).
 
 The questions go through ``dnsquery.DnsClient`` (``make_resolver``). A caller-owned ``NameCache`` makes every
 (name, type) one question per refresh cycle, however many domains share it; a ``QueryObserver`` hears of every
@@ -72,7 +72,8 @@ class QueryObserver(Protocol):
         """rdtype "MX", "A" or "AAAA"; result one of RESULTS; tcp_retry: truncated over UDP, asked over TCP."""
 
 
-_Addresses = tuple[tuple[ResolvedAddress, ...], str | None]  # a name's probed addresses and its CNAME target
+# A name's probed addresses, its CNAME target, and how the lookup ended when it found no address.
+_Addresses = tuple[tuple[ResolvedAddress, ...], str | None, DnsStatus]
 
 
 @dataclass(frozen=True)
@@ -418,12 +419,21 @@ def _exchange_now(
 ) -> ResolvedExchange | None:
     """The exchange when it needs no question: an IP literal, or a name this cycle already resolved."""
     if looks_like_ip_literal(target):
-        # Senders refuse an address written as an MX name (Exim's allow_mx_to_ip, Postfix): never looked up.
-        run.note(f"  {name} is an IP address written as a host name: senders refuse it, not looked up")
+        # Not looked up: Postfix and qmail use the address as written, Exim refuses it (allow_mx_to_ip = false).
+        # It is probed as that address, so the sender profiles can tell what each would do.
+        literal = target.to_text(omit_final_dot=True)
+        run.note(f"  {name} is an IP address written as a host name: not looked up, probed as {literal}")
         problems = {Misconfiguration.IP_LITERAL_TARGET}
         if duplicate:
             problems.add(Misconfiguration.DUPLICATE_EXCHANGE)
-        return ResolvedExchange(name=name, preference=preference, addresses=(), problems=frozenset(problems))
+        address = _literal_address(literal, run.policy)
+        if not address:
+            problems.add(Misconfiguration.UNRESOLVABLE_TARGET)
+        elif not address[0].allowed:
+            problems.add(Misconfiguration.NON_GLOBAL_ADDRESS)
+        return ResolvedExchange(
+            name=name, preference=preference, addresses=address, problems=frozenset(problems)
+        )
     families = [family for family in (Family.IPV4, Family.IPV6) if family in run.policy.families]
     known = run.known_addresses(target, families)
     return None if known is None else _resolved_exchange(name, preference, duplicate, *known)
@@ -436,8 +446,20 @@ async def _exchange(
     now = _exchange_now(name, preference, target, duplicate, run)
     if now is not None:
         return now
-    addresses, canonical = await _addresses(target, name, run)
-    return _resolved_exchange(name, preference, duplicate, addresses, canonical)
+    return _resolved_exchange(name, preference, duplicate, *await _addresses(target, name, run))
+
+
+def _literal_address(literal: str, policy: ResolvePolicy) -> tuple[ResolvedAddress, ...]:
+    """The one address an IP-literal exchange name stands for, when its family is asked for (none for
+    all-digit names that are no address, such as 10.1)."""
+    try:
+        ip = ipaddress.ip_address(literal.strip("[]"))
+    except ValueError:
+        return ()
+    family = Family.IPV4 if ip.version == 4 else Family.IPV6
+    if family not in policy.families:
+        return ()
+    return (ResolvedAddress(str(ip), family, address_allowed(str(ip), policy.allow_networks)),)
 
 
 def _resolved_exchange(
@@ -446,6 +468,7 @@ def _resolved_exchange(
     duplicate: bool,
     addresses: tuple[ResolvedAddress, ...],
     canonical: str | None,
+    lookup: DnsStatus,
 ) -> ResolvedExchange:
     problems: set[Misconfiguration] = {Misconfiguration.DUPLICATE_EXCHANGE} if duplicate else set()
     if canonical is not None:
@@ -460,12 +483,13 @@ def _resolved_exchange(
         addresses=addresses,
         cname_target=canonical,
         problems=frozenset(problems),
+        lookup=lookup,
     )
 
 
 async def _implicit_mx(domain: str, qname: dns.name.Name, run: _Run) -> Resolution:
     """No MX RRset: the domain's own A/AAAA form one implicit exchange at preference 0 (RFC 5321 §5.1)."""
-    addresses, canonical = await _addresses(qname, domain, run)
+    addresses, canonical, _ = await _addresses(qname, domain, run)
     if not addresses:
         detail = "no MX records and no A/AAAA: the domain has no mail hosts"
         return Resolution(domain=domain, status=DnsStatus.NODATA, detail=detail, log=run.log())
@@ -487,9 +511,7 @@ async def _implicit_mx(domain: str, qname: dns.name.Name, run: _Run) -> Resoluti
     )
 
 
-async def _addresses(
-    qname: dns.name.Name, name: str, run: _Run
-) -> tuple[tuple[ResolvedAddress, ...], str | None]:
+async def _addresses(qname: dns.name.Name, name: str, run: _Run) -> _Addresses:
     """The name's A/AAAA (configured families, asked at once), IPv4 first, capped; and its CNAME target."""
     families = [family for family in (Family.IPV4, Family.IPV6) if family in run.policy.families]
     known = run.known_addresses(qname, families)
@@ -510,7 +532,11 @@ async def _addresses(
         ResolvedAddress(address=ip, family=family, allowed=address_allowed(ip, run.policy.allow_networks))
         for family, ip in found[:limit]
     )
-    result = addresses, None if canonical is None else canonical.to_text(omit_final_dot=True).lower()
+    result = (
+        addresses,
+        None if canonical is None else canonical.to_text(omit_final_dot=True).lower(),
+        _lookup_status(replies) if not addresses else DnsStatus.OK,
+    )
     if run.cache is not None:
         questions = [f"{qname} {_RDTYPES[family]}" for family in families]
         lines = [
@@ -521,6 +547,16 @@ async def _addresses(
         keys = tuple((q.lower(), _RDTYPES[f]) for q, f in zip(questions, families, strict=True))
         run.cache._addresses[qname] = _Memo(keys, tuple(replies), tuple(lines), result)
     return result
+
+
+def _lookup_status(replies: list[Reply]) -> DnsStatus:
+    """How an address lookup without addresses ended: a temporary failure of any question wins over
+    NXDOMAIN/NODATA ("a soft error dominates", Postfix smtp_addr_one)."""
+    results = {reply.result for reply in replies}
+    for result in ("timeout", "servfail", "error"):
+        if result in results:
+            return _STATUS[result]
+    return DnsStatus.NXDOMAIN if "nxdomain" in results else DnsStatus.NODATA
 
 
 def _count(number: int, noun: str) -> str:

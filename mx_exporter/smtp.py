@@ -99,6 +99,7 @@ class _Session:
     detail: str = ""
     greeting_code: int = 0
     ehlo_code: int = 0
+    helo_code: int = 0
     connected_at: float = 0.0  # loop time the TCP handshake finished: greeting_seconds counts from here
     connect_seconds: float | None = None
     greeting_seconds: float | None = None
@@ -179,9 +180,10 @@ class _Session:
         outcome = classify_ehlo(reply.code)
         if outcome is not None:
             self.in_sync = outcome is not SmtpOutcome.PROTOCOL_ERROR
-            return self.decide(
-                outcome, f"greeting {self.greeting_code}, EHLO answered {self._summary(reply)}"
-            )
+            said = f"greeting {self.greeting_code}, EHLO answered {self._summary(reply)}"
+            if outcome is SmtpOutcome.EHLO_FAILED and reply.code != 421:
+                said += await self._helo()
+            return self.decide(outcome, said)
         extensions, _ = parse_esmtp_extensions(reply.message)
         self.starttls_advertised = "starttls" in extensions
         tls_note = "STARTTLS advertised" if self.starttls_advertised else "no STARTTLS"
@@ -191,6 +193,24 @@ class _Session:
             f"greeting {self.greeting_code} after {duration(self.greeting_seconds)}, EHLO 250, {tls_note}",
         )
         return True
+
+    async def _helo(self) -> str:
+        """HELO after a refused EHLO, as sending MTAs fall back (RFC 5321 §4.1.1.1; Postfix smtp_helo, Exim
+        smtp_reap_ehlo): its code tells the sender profiles whether this address would take mail. It never
+        changes the outcome (the address did not accept EHLO); a failed HELO is only noted in the detail."""
+        self.phase = "helo"
+        before = self.outcome, self.detail
+        command = b"HELO " + self.policy.ehlo_name.encode("ascii")
+        reply = await self._reply(
+            "HELO reply", command, self.policy.ehlo_timeout, SmtpOutcome.EHLO_FAILED, SmtpOutcome.EHLO_FAILED
+        )
+        if reply is None:
+            why = self.detail
+            self.outcome, self.detail = before
+            return f"; HELO fallback failed: {why}"
+        self.helo_code = reply.code
+        self.in_sync = 200 <= reply.code <= 599
+        return f"; HELO answered {self._summary(reply)}"
 
     async def _reply(
         self, what: str, command: bytes | None, limit: float, on_timeout: SmtpOutcome, on_close: SmtpOutcome
@@ -305,7 +325,7 @@ class _Session:
             self.protocol is None
             or not self.protocol.is_connected
             or not self.in_sync
-            or 421 in (self.greeting_code, self.ehlo_code)
+            or 421 in (self.greeting_code, self.ehlo_code, self.helo_code)
         ):
             return
         self.phase = "quit"
@@ -332,6 +352,10 @@ class _Session:
             )
         elif self.phase == "ehlo":
             self.decide(SmtpOutcome.EHLO_FAILED, f"session deadline {deadline} hit before the EHLO reply")
+        elif self.phase == "helo":
+            self.decide(
+                SmtpOutcome.EHLO_FAILED, f"EHLO {self.ehlo_code}; deadline {deadline} hit before HELO reply"
+            )
 
     def on_error(self, exc: Exception) -> None:
         """Anything unexpected is a protocol error, unless the outcome is already decided (TLS facts, QUIT)."""
@@ -356,6 +380,7 @@ class _Session:
             outcome=self.outcome,
             greeting_code=self.greeting_code,
             ehlo_code=self.ehlo_code,
+            helo_code=self.helo_code,
             connect_seconds=self.connect_seconds,
             greeting_seconds=self.greeting_seconds,
             session_seconds=self.transcript.elapsed(),

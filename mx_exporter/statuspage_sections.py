@@ -17,6 +17,7 @@ from mx_exporter.report_text import (
     EXIT_DNS_ERROR,
     MISCONFIGURATION_TEXT,
     clean,
+    delivery_text,
     dns_is_notable,
     exit_code,
     state,
@@ -130,8 +131,8 @@ def _facts(report: DomainReport, now: float) -> str:
         ("null MX", "yes" if resolution.null_mx else "no"),
         ("probe", f"{report.probe_seconds:.2f} s"),
     ]
-    for sender, pref in sorted(verdict.delivery_preference.items()):
-        items.append((f"sender {sender.value}", "queue" if pref < 0 else f"pref {pref}"))
+    for sender, delivery in verdict.deliveries.items():
+        items.append((sender.value, delivery_text(delivery)))
     lis = "".join(f"<li>{e(k)}: <b>{e(v)}</b></li>" for k, v in items)
     return f'<ul class="facts">{lis}<li class="refreshed">last refresh: <b>{_when(report, now)}</b></li></ul>'
 

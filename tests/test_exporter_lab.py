@@ -107,13 +107,32 @@ def test_primary_down_and_undeliverable(lab_scrape: Samples) -> None:
     assert (d(s, "mx_primary_up", dom), d(s, "mx_domain_deliverable", dom)) == (0, 1)
     assert d(s, "mx_active_preference", dom) == 20
     assert outcome_of(s, dom, plan.CLOSED) == "connection_refused"
-    assert d(s, "mx_delivery_preference", dom, sender="next_mx_on_unreachable") == 20
-    assert d(s, "mx_delivery_preference", dom, sender="next_mx_on_4xx") == 20
+    for sender in ("postfix", "exim", "qmail"):
+        assert d(s, "mx_delivery_preference", dom, sender=sender) == 20
+        assert d(s, "mx_delivery_outcome", dom, sender=sender, outcome="delivered") == 1
     dom = "undeliverable.lab.test"
     assert (d(s, "mx_primary_up", dom), d(s, "mx_domain_deliverable", dom)) == (0, 0)
     assert d(s, "mx_active_preference", dom) == -1
     assert outcome_of(s, dom, plan.SILENT) == "greeting_timeout"
-    assert d(s, "mx_delivery_preference", dom, sender="next_mx_on_4xx") == -1
+    assert d(s, "mx_delivery_preference", dom, sender="postfix") == -1
+    assert d(s, "mx_delivery_outcome", dom, sender="postfix", outcome="queued") == 1
+
+
+def test_sender_profiles_where_the_mtas_disagree(lab_scrape: Samples) -> None:
+    """The scraped outcome per profile for the lab's null MX mix and its EHLO-rejecting peer (which answers
+    HELO with 250, so every sender delivers there through the HELO fallback)."""
+    s = lab_scrape
+    dom = "nullmixed.lab.test"
+    assert d(s, "mx_delivery_outcome", dom, sender="postfix", outcome="bounced") == 1
+    assert d(s, "mx_delivery_outcome", dom, sender="exim", outcome="delivered") == 1
+    assert d(s, "mx_delivery_preference", dom, sender="postfix") == -1
+    dom = "literal.lab.test"
+    assert d(s, "mx_delivery_preference", dom, sender="postfix") == 10
+    assert d(s, "mx_delivery_preference", dom, sender="exim") == 20
+    dom = "ehloreject.lab.test"
+    assert d(s, "mx_domain_deliverable", dom) == 0  # nothing accepted EHLO
+    for sender in ("postfix", "exim", "qmail"):
+        assert d(s, "mx_delivery_preference", dom, sender=sender) == 10
 
 
 def test_equal_preferences_form_one_tier(lab_scrape: Samples) -> None:
@@ -166,7 +185,7 @@ def test_null_mx_is_not_an_error(lab_scrape: Samples) -> None:
     assert d(s, "mx_records", dom) == 1
     assert sum(x.value for x in series(s, "mx_misconfiguration", domain=dom)) == 0
     assert exchanges_of(s, dom) == {} and joined(s, "mx_smtp_up", dom) == []
-    assert d(s, "mx_delivery_preference", dom, sender="next_mx_on_4xx") == -1
+    assert d(s, "mx_delivery_outcome", dom, sender="postfix", outcome="bounced") == 1
 
 
 @pytest.mark.parametrize(
@@ -174,7 +193,8 @@ def test_null_mx_is_not_an_error(lab_scrape: Samples) -> None:
     [
         ("nullmixed.lab.test", "null_mx_mixed", 1, 1),
         ("cname.lab.test", "cname_target", 1, 1),
-        ("literal.lab.test", "ip_literal_target", 1, 0),
+        # Probed as the address it spells (ACCEPT_1): Postfix and qmail deliver there, Exim refuses it.
+        ("literal.lab.test", "ip_literal_target", 1, 1),
         ("unresolvable.lab.test", "unresolvable_target", 1, 0),
         ("duplicate.lab.test", "duplicate_exchange", 1, 1),
         ("nonglobal.lab.test", "non_global_address", 1, 0),

@@ -19,6 +19,7 @@ import pytest
 
 from mx_exporter.model import (
     AddressResult,
+    DeliveryOutcome,
     DnsStatus,
     DomainReport,
     Exchange,
@@ -45,10 +46,10 @@ from mx_exporter.report_text import (
     verdict_line,
     worst_exit_code,
 )
+from mx_exporter.senders import deliveries
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "docs" / "check-json-schema.json"
 UP = SmtpOutcome.ACCEPTED
-N4, NU = Sender.NEXT_MX_ON_4XX, Sender.NEXT_MX_ON_UNREACHABLE
 FINISHED = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 HOSTILE_NAME = "<script>alert(1)</script>.evil.test"
 HOSTILE_CNAME = '"><img src=x onerror=alert(2)>'
@@ -84,22 +85,22 @@ def report(
     *exchanges: Exchange,
     verdict: tuple[bool, bool, int],
     status: DnsStatus = DnsStatus.OK,
-    delivery: tuple[int, int] | None = None,
     expectations: dict[str, bool] | None = None,
     **resolution: Any,
 ) -> DomainReport:
-    """A report with tiers grouped from the exchanges; the verdict is given by hand, not computed."""
+    """A report with tiers grouped from the exchanges; the verdict is given by hand, the sender outcomes are
+    computed from the tiers (mx_exporter.senders)."""
     prefs = sorted({x.preference for x in exchanges})
     tiers = tuple(Tier(p, tuple(x for x in exchanges if x.preference == p)) for p in prefs)
     resolution.setdefault("mx_records", len(exchanges))
     resolution.setdefault("ttl", 300 if status is DnsStatus.OK else None)
     deliverable, primary_up, active = verdict
     gap = prefs[1] - prefs[0] if len(prefs) > 1 else 0
-    both = delivery if delivery is not None else (active, active)
+    res = Resolution(domain, status, **resolution)
     return DomainReport(
-        resolution=Resolution(domain, status, **resolution),
+        resolution=res,
         tiers=tiers,
-        verdict=Verdict(deliverable, primary_up, active, gap, {N4: both[0], NU: both[1]}, expectations or {}),
+        verdict=Verdict(deliverable, primary_up, active, gap, deliveries(res, tiers), expectations or {}),
         probe_seconds=0.42,
         finished_at=FINISHED,
     )
@@ -135,7 +136,6 @@ def undeliverable() -> DomainReport:
             addr("127.0.0.22", SmtpOutcome.GREETING_TIMEOUT, detail="no greeting"),
         ),
         verdict=(False, False, -1),
-        delivery=(-1, -1),
     )
 
 
@@ -180,7 +180,6 @@ def hostile() -> DomainReport:
         ex(HOSTILE_NAME, 10, bad, cname_target=HOSTILE_CNAME, problems=flags),
         ex("mx2.evil.test", 20, addr("127.0.0.11", detail=HOSTILE_DETAIL)),
         verdict=(True, False, 20),
-        delivery=(20, -1),
         misconfigurations=flags,
         detail=HOSTILE_DETAIL,
         expectations={"min_tiers": True, "starttls": False},
@@ -361,7 +360,7 @@ def test_problems_list_everything_worth_attention() -> None:
     assert any(p.startswith(f"{HOSTILE_NAME}: cname_target (CNAME to {HOSTILE_CNAME})") for p in found)
     assert "expectation starttls not met" in found
     assert "expectation min_tiers not met" not in found
-    assert "senders disagree: next_mx_on_4xx -> pref 20, next_mx_on_unreachable -> queue" in found
+    assert "senders disagree: postfix -> pref 20, exim -> pref 20, qmail -> queued" in found
     assert problems(healthy()) == []
 
 
@@ -408,6 +407,7 @@ def test_json_fields(schema: dict[str, Any]) -> None:
         "up": True,
         "greeting_code": 220,
         "ehlo_code": 0,
+        "helo_code": 0,
         "connect_seconds": 0.0012,
         "greeting_seconds": 0.0345,
         "session_seconds": None,
@@ -425,7 +425,16 @@ def test_json_fields(schema: dict[str, Any]) -> None:
         "primary_up": True,
         "active_preference": 10,
         "preference_gap": 10,
-        "delivery_preference": {"next_mx_on_4xx": 10, "next_mx_on_unreachable": 10},
+        "deliveries": {
+            s: {
+                "outcome": "delivered",
+                "preference": 10,
+                "exchange": "mx1.healthy.lab.test",
+                "address": "127.0.0.10",
+                "reason": "pref 10 (mx1.healthy.lab.test, 127.0.0.10)",
+            }
+            for s in ("postfix", "exim", "qmail")
+        },
         "expectations": {},
     }
     assert doc["dns"] == {
@@ -471,8 +480,9 @@ def test_schema_enums_follow_the_model(schema: dict[str, Any]) -> None:
     assert defs["domain"]["properties"]["dns"]["properties"]["status"]["enum"] == [s.value for s in DnsStatus]
     assert defs["misconfiguration"]["enum"] == [m.value for m in Misconfiguration]
     assert defs["address"]["properties"]["family"]["enum"] == [f.value for f in Family]
-    senders = defs["domain"]["properties"]["verdict"]["properties"]["delivery_preference"]["properties"]
-    assert sorted(senders) == sorted(s.value for s in Sender)
+    deliveries_schema = defs["domain"]["properties"]["verdict"]["properties"]["deliveries"]
+    assert sorted(deliveries_schema["properties"]) == sorted(s.value for s in Sender)
+    assert defs["delivery"]["properties"]["outcome"]["enum"] == [o.value for o in DeliveryOutcome]
 
 
 def test_a_plain_healthy_answer_lists_no_problems() -> None:
@@ -485,3 +495,32 @@ def test_a_plain_healthy_answer_lists_no_problems() -> None:
     assert problems(plain) == []
     odd = replace(plain, resolution=replace(plain.resolution, status=DnsStatus.NODATA, fallback_to_a=True))
     assert problems(odd) == ["DNS: 2 MX records, 2 exchanges in 2 tiers"]
+
+
+def bouncing() -> DomainReport:
+    """The primary answers EHLO and HELO with 550, the backup accepts: deliverable, yet Postfix bounces."""
+    refused = addr("127.0.0.25", SmtpOutcome.EHLO_FAILED, ehlo_code=550, helo_code=550)
+    return report(
+        "bounce.lab.test",
+        ex("mx1.bounce.lab.test", 10, refused),
+        ex("mx2.bounce.lab.test", 20, addr("127.0.0.11")),
+        verdict=(True, False, 20),
+    )
+
+
+def test_a_bouncing_profile_is_exit_2_with_each_profile_said() -> None:
+    r = bouncing()
+    assert exit_code(r) == 2
+    assert verdict_line(r) == "BOUNCING: postfix would bounce mail although an address accepts"
+    text = render_text(r, color=False)
+    assert "  Senders:\n" in text
+    assert "    postfix  bounced: EHLO and HELO refused with 5xx at mx1.bounce.lab.test (127.0.0.25)" in text
+    assert "    exim     delivered to pref 20 (mx2.bounce.lab.test)" in text
+    assert "    qmail    queued (retrying): EHLO and HELO refused with 5xx at mx1.bounce.lab.test" in text
+    assert to_json(r)["verdict"]["deliveries"]["postfix"]["outcome"] == "bounced"
+
+
+def test_null_mx_bounces_by_design_and_stays_exit_0() -> None:
+    r = null_mx()
+    assert all(d.outcome is DeliveryOutcome.BOUNCED for d in r.verdict.deliveries.values())
+    assert exit_code(r) == 0 and verdict_line(r).startswith("NULL MX")

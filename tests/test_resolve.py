@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mx_exporter import dnsquery
-from mx_exporter.model import DnsStatus, Family, Misconfiguration, Resolution
+from mx_exporter.model import DnsStatus, Family, Misconfiguration, Resolution, ResolvedAddress
 from mx_exporter.resolve import (
     MAX_EXCHANGES,
     RESULTS,
@@ -127,7 +127,8 @@ EXPECTED: dict[str, Expect] = {
         mx10("alias.cname.lab.test", plan.ACCEPT_1, plan.IPV6_ACCEPT), problems=frozenset({M.CNAME_TARGET})
     ),
     "literal.lab.test": Expect(
-        ((10, "127.0.0.10", ()), (20, "mx2.literal.lab.test", (plan.ACCEPT_2,))),
+        # Not looked up, probed as the address it spells: Postfix and qmail deliver there, Exim refuses it.
+        ((10, "127.0.0.10", ("127.0.0.10",)), (20, "mx2.literal.lab.test", (plan.ACCEPT_2,))),
         problems=frozenset({M.IP_LITERAL_TARGET}),
     ),
     "unresolvable.lab.test": Expect(
@@ -290,7 +291,13 @@ async def test_exchange_flags(nsd_server: NsdServer) -> None:
     cname = (await resolve(nsd_server, "cname.lab.test")).exchanges[0]
     assert (cname.cname_target, cname.problems) == ("mx1.healthy.lab.test", {M.CNAME_TARGET})
     literal = (await resolve(nsd_server, "literal.lab.test")).exchanges[0]
-    assert (literal.addresses, literal.problems) == ((), {M.IP_LITERAL_TARGET})
+    assert (literal.addresses, literal.problems) == (
+        (ResolvedAddress("127.0.0.10", Family.IPV4, True),),
+        {M.IP_LITERAL_TARGET},
+    )
+    assert not any("? 127.0.0.10" in line for line in (await resolve(nsd_server, "literal.lab.test")).log)
+    unlisted = (await resolve(nsd_server, "literal.lab.test", allow_networks=())).exchanges[0]
+    assert unlisted.problems == {M.IP_LITERAL_TARGET, M.NON_GLOBAL_ADDRESS}
     duplicate = (await resolve(nsd_server, "duplicate.lab.test")).exchanges[0]
     assert (duplicate.preference, duplicate.problems) == (10, {M.DUPLICATE_EXCHANGE})
     unresolvable = (await resolve(nsd_server, "unresolvable.lab.test")).exchanges[0]

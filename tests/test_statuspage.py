@@ -442,6 +442,9 @@ def test_facts_flags_and_refresh_time(full_page: Node) -> None:
     )
     assert "fallback to A/AAAA: yes" in full_page.one("section", domain="fallback.lab.test").text()
     assert "null MX: yes" in full_page.one("section", domain="nullmx.lab.test").text()
+    down_facts = full_page.one("section", domain="primary-down.lab.test").one("ul", "facts").text()
+    for sender in ("postfix", "exim", "qmail"):  # one fact per sender profile, as check says it
+        assert f"{sender}: delivered to pref 20 (mx2.primary-down.lab.test)" in down_facts
     unresolvable = full_page.one("section", domain="unresolvable.lab.test")
     assert unresolvable.one("li", "flag", kind="unresolvable_target").text().startswith("unresolvable_target")
     assert unresolvable.one("tr", "no-address").attrs["data-exchange"] == "nohost.unresolvable.lab.test"

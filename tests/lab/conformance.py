@@ -45,7 +45,8 @@ from tests.lab.conformance_scenarios import (
     root_zone,
     scenarios,
 )
-from tests.lab.mta import TIMEOUTS, Exim, Postfix, Result, exim_binary
+from tests.lab.mta import TIMEOUTS, Postfix, Result
+from tests.lab.mta_exim import Exim, exim_binary
 
 MODULE = "tests.lab.conformance"
 REPO = Path(__file__).resolve().parents[2]
@@ -76,10 +77,22 @@ def run_check(config: Path, domain: str) -> dict[str, Any]:
     """``python -m mx_exporter check --output json`` for one domain; its document unparsed-into-meaning."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MX_EXPORTER_")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
-    argv = [sys.executable, "-m", "mx_exporter", "check", "--output", "json", "--config.file", str(config), domain]
+    argv = [
+        sys.executable,
+        "-m",
+        "mx_exporter",
+        "check",
+        "--output",
+        "json",
+        "--config.file",
+        str(config),
+        domain,
+    ]
     started = time.monotonic()
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=EXPORTER_TIMEOUT, env=env, cwd=REPO)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=EXPORTER_TIMEOUT, env=env, cwd=REPO
+        )
     except subprocess.TimeoutExpired:
         return {"document": None, "exit_code": None, "error": f"timed out after {EXPORTER_TIMEOUT:g} s"}
     run: dict[str, Any] = {"exit_code": done.returncode, "seconds": round(time.monotonic() - started, 2)}
@@ -114,14 +127,24 @@ def run_lab(chosen: list[Scenario], workdir: Path, binary: Path) -> dict[str, An
             postfix.start()
             exim.start()
             setup = time.monotonic() - started
-            with ThreadPoolExecutor(len(chosen)) as mta_pool, ThreadPoolExecutor(EXPORTER_WORKERS) as exporter_pool:
+            with (
+                ThreadPoolExecutor(len(chosen)) as mta_pool,
+                ThreadPoolExecutor(EXPORTER_WORKERS) as exporter_pool,
+            ):
                 for scenario in chosen:
                     postfix.submit(scenario.recipient)
                 exim_runs = {s.n: mta_pool.submit(exim.deliver, s.recipient, MTA_TIMEOUT) for s in chosen}
                 checks = {s.n: exporter_pool.submit(run_check, config, s.domain) for s in chosen}
                 postfix_results = postfix.results([s.recipient for s in chosen], MTA_TIMEOUT)
-                exim_results = {n: exim.result(s.recipient, *exim_runs[n].result()) for n, s in _by_n(chosen)}
-                reports = [_report(s, postfix_results[s.recipient], exim_results[s.n], checks[s.n]) for s in chosen]
+                reports = [
+                    _report(
+                        s,
+                        postfix_results[s.recipient],
+                        exim.result(s.recipient, *exim_runs[s.n].result()),
+                        checks[s.n],
+                    )
+                    for s in chosen
+                ]
             snapshot = peer_lab.snapshot()
         finally:
             postfix.stop()
@@ -137,11 +160,9 @@ def run_lab(chosen: list[Scenario], workdir: Path, binary: Path) -> dict[str, An
     }
 
 
-def _by_n(chosen: list[Scenario]) -> list[tuple[int, Scenario]]:
-    return [(s.n, s) for s in chosen]
-
-
-def _report(scenario: Scenario, postfix: Result, exim: Result, check: Future[dict[str, Any]]) -> dict[str, Any]:
+def _report(
+    scenario: Scenario, postfix: Result, exim: Result, check: Future[dict[str, Any]]
+) -> dict[str, Any]:
     run = check.result()
     return {
         "name": scenario.name,
@@ -158,7 +179,9 @@ def _report(scenario: Scenario, postfix: Result, exim: Result, check: Future[dic
 
 
 def _versions(binary: Path) -> dict[str, str]:
-    postconf = subprocess.run(["postconf", "-dh", "mail_version"], capture_output=True, text=True, check=False)
+    postconf = subprocess.run(
+        ["postconf", "-dh", "mail_version"], capture_output=True, text=True, check=False
+    )
     version_file = binary.parents[2] / "VERSION"
     exim = version_file.read_text().strip() if version_file.exists() else "unknown"
     return {"postfix": postconf.stdout.strip(), "exim": exim}
@@ -191,9 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(args_list)
     chosen = scenarios([int(n) for n in args.only.split(",") if n.strip()])
     try:
+        if os.geteuid() != 0:
+            raise LabUnavailable("the sender-conformance lab needs root (namespaces, ports 25 and 53, Exim's -C)")
         if not os.environ.get(EXIM_BINARY_ENV):
-            os.environ[EXIM_BINARY_ENV] = str(exim_binary())  # needs the package registry: before the namespace
-        args_list = [*args_list]  # paths made absolute, the namespace keeps the working directory anyway
+            os.environ[EXIM_BINARY_ENV] = str(
+                exim_binary()
+            )  # needs the package registry: before the namespace
         enter_namespaces(MODULE, args_list)
         if args.keep_workdir is not None:
             args.keep_workdir.mkdir(parents=True, exist_ok=True)

@@ -64,9 +64,13 @@ def enter_namespaces(module: str, argv: Sequence[str]) -> None:
     if unshare is None:
         raise LabUnavailable("unshare (util-linux) not found")
     flags = ["--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
-    probe = subprocess.run([unshare, *flags, "--", "true"], capture_output=True, text=True, timeout=30, check=False)
+    probe = subprocess.run(
+        [unshare, *flags, "--", "true"], capture_output=True, text=True, timeout=30, check=False
+    )
     if probe.returncode != 0:
-        raise LabUnavailable(f"cannot create namespaces with unshare {' '.join(flags)}: {probe.stderr.strip()}")
+        raise LabUnavailable(
+            f"cannot create namespaces with unshare {' '.join(flags)}: {probe.stderr.strip()}"
+        )
     sys.stdout.flush()
     sys.stderr.flush()
     os.environ[NETNS_MARK] = _netns()
@@ -83,7 +87,9 @@ def setup_network(local: Sequence[str], hole: Sequence[str]) -> str:
     if not Path(ip).exists():
         raise LabUnavailable("ip (iproute2) not found")
     batch = ["link set lo up", *(f"addr add {a}/32 dev lo" for a in local)]
-    subprocess.run([ip, "-batch", "-"], input="\n".join(batch) + "\n", text=True, check=True, capture_output=True)
+    subprocess.run(
+        [ip, "-batch", "-"], input="\n".join(batch) + "\n", text=True, check=True, capture_output=True
+    )
     hole_net = f"{HOLE}.0.0/16"
     made = subprocess.run([ip, "link", "add", HOLE_DEVICE, "type", "ifb"], capture_output=True, check=False)
     if made.returncode == 0:
@@ -96,7 +102,21 @@ def setup_network(local: Sequence[str], hole: Sequence[str]) -> str:
             _run([ip, "link", "set", dev, "up"], f"{dev} up")
         gateway = f"{HOLE}.255.1"
         _run([ip, "route", "add", hole_net, "via", gateway, "dev", HOLE_DEVICE, "onlink"], "blackhole route")
-        _run([ip, "neigh", "add", gateway, "lladdr", "02:00:00:00:00:01", "dev", HOLE_DEVICE, "nud", "permanent"], "neigh")
+        _run(
+            [
+                ip,
+                "neigh",
+                "add",
+                gateway,
+                "lladdr",
+                "02:00:00:00:00:01",
+                "dev",
+                HOLE_DEVICE,
+                "nud",
+                "permanent",
+            ],
+            "neigh",
+        )
         how = "veth+permanent-neighbour"
     for address in hole[:1]:
         _check_times_out(address)

@@ -81,9 +81,9 @@ class _Session:
 
     async def send(self, *lines: str) -> None:
         """One reply: every line but the last with a hyphen after the code."""
-        codes = [line[:3] for line in lines]
-        text = [f"{c}{'-' if i < len(lines) - 1 else ' '}{line[4:]}" for i, (c, line) in enumerate(zip(codes, lines))]
-        self.writer.write("".join(t + "\r\n" for t in text).encode())
+        last = len(lines) - 1
+        text = "".join(f"{line[:3]}{' ' if i == last else '-'}{line[4:]}\r\n" for i, line in enumerate(lines))
+        self.writer.write(text.encode())
         await self.writer.drain()
 
     async def line(self) -> str | None:
@@ -128,7 +128,12 @@ class _Session:
                 await self.send(code)
             elif verb == "EHLO":
                 self.helo_name = arg
-                await self.send(f"250 {self.host} Hello {arg}", "250 8BITMIME", "250 ENHANCEDSTATUSCODES", "250 SIZE 10485760")
+                await self.send(
+                    f"250 {self.host} Hello {arg}",
+                    "250 8BITMIME",
+                    "250 ENHANCEDSTATUSCODES",
+                    "250 SIZE 10485760",
+                )
             else:
                 self.helo_name = arg
                 await self.send(f"250 {self.host} Hello {arg}")
@@ -138,14 +143,14 @@ class _Session:
             elif self.mail_from is not None:
                 await self.send("503 5.5.1 Sender already given")
             else:
-                self.mail_from = arg
+                self.mail_from = arg.removeprefix("FROM:").removeprefix("from:")
                 await self.send("250 2.1.0 Ok")
         elif verb == "RCPT":
             if self.mail_from is None:
                 await self.send("503 5.5.1 Need MAIL before RCPT")
             else:
                 if b.rcpt.startswith("250"):
-                    self.rcpts.append(arg)
+                    self.rcpts.append(arg.removeprefix("TO:").removeprefix("to:"))
                 await self.send(b.rcpt)
         elif verb == "DATA":
             if not self.rcpts:
@@ -156,7 +161,12 @@ class _Session:
                 if size is None:
                     return False
                 record.messages.append(
-                    {"helo": self.helo_name, "mail_from": self.mail_from, "rcpt": list(self.rcpts), "size": size}
+                    {
+                        "helo": self.helo_name,
+                        "mail_from": self.mail_from,
+                        "rcpt": list(self.rcpts),
+                        "size": size,
+                    }
                 )
                 self.mail_from, self.rcpts = None, []
                 await self.send(f"250 2.0.0 Ok: queued as LAB{len(record.messages)}")
@@ -202,7 +212,11 @@ class PeerLab:
             if record.behaviour in NO_LISTENER:
                 continue
             server = await asyncio.start_server(
-                lambda r, w, a=address: self._handle(a, r, w), address, PORT, limit=LINE_LIMIT, reuse_address=True
+                lambda r, w, a=address: self._handle(a, r, w),
+                address,
+                PORT,
+                limit=LINE_LIMIT,
+                reuse_address=True,
             )
             self._servers.append(server)
 
@@ -212,7 +226,9 @@ class PeerLab:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        session = _Session(BEHAVIOURS[record.behaviour], f"peer-{address.replace('.', '-')}.lab", reader, writer)
+        session = _Session(
+            BEHAVIOURS[record.behaviour], f"peer-{address.replace('.', '-')}.lab", reader, writer
+        )
         try:
             async with asyncio.timeout(LIFETIME):
                 await session.run(record)

@@ -103,6 +103,9 @@ SCENARIOS: list[dict[str, Any]] = [
     {"n": 32, "description": "primary target's address lookup SERVFAILs (its zone does not load), backup accepts",
      "records": ["@ MX 10 mx1.dead", "@ MX 20 mx2", "mx2 A {net}.20"], "peers": {"{net}.20": "accept"},
      "broken_zones": ["dead"]},
+    {"n": 33, "description": "three exchanges at 10, 20, 30: the first two answer 451 to RCPT (full sessions), the third accepts",
+     "records": ["@ MX 10 mx1", "@ MX 20 mx2", "@ MX 30 mx3", "mx1 A {net}.10", "mx2 A {net}.20", "mx3 A {net}.30"],
+     "peers": {"{net}.10": "rcpt_451", "{net}.20": "rcpt_451", "{net}.30": "accept"}},
 ]  # fmt: skip
 
 
@@ -146,7 +149,9 @@ def scenarios(selected: list[int] | None = None) -> list[Scenario]:
         for address, behaviour in peers.items():
             if (behaviour == "blackhole") != address.startswith(f"{HOLE}."):
                 raise ValueError(f"s{n:02d}: {address} {behaviour}: blackholes live in {HOLE}/16, others not")
-        found.append(Scenario(n, row["description"], tuple(_fill(r, n) for r in row["records"]), peers, broken))
+        found.append(
+            Scenario(n, row["description"], tuple(_fill(r, n) for r in row["records"]), peers, broken)
+        )
     return found
 
 
@@ -171,7 +176,10 @@ def lab_zone(chosen: list[Scenario]) -> str:
 def root_zone() -> str:
     """A root zone, so names outside conf.test (e.g. ``198.18.24.50.``) get NXDOMAIN as on the internet,
     not REFUSED from an authoritative-only server."""
-    return "\n".join(["$ORIGIN .", "$TTL 300", SOA.format(zone="root-servers.test"), "@ IN NS ns.conf.test."]) + "\n"
+    return (
+        "\n".join(["$ORIGIN .", "$TTL 300", SOA.format(zone="root-servers.test"), "@ IN NS ns.conf.test."])
+        + "\n"
+    )
 
 
 def addresses(chosen: list[Scenario]) -> tuple[list[str], list[str]]:

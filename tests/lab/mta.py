@@ -6,18 +6,16 @@ nothing listening on the network. What a scenario's message did is read from eac
 inferred: the first delivery attempt's verdict (delivered / deferred / bounced), the peer address it went to,
 and the log lines of that message.
 
-Exim conflicts with Postfix as a Debian package, so it is never installed: ``exim_binary`` downloads
-exim4-daemon-light with apt-get into a cache directory and unpacks it there with dpkg -x (once).
+Postfix is here, Exim (which conflicts with it as a Debian package, so is unpacked, never installed) in
+tests/lab/mta_exim.py; both share ``Result``, the message and the timeouts.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +25,6 @@ from tests.lab.conformance_netns import LabUnavailable
 from tests.lab.conformance_scenarios import SENDER_DOMAIN
 
 SENDER = f"lab@{SENDER_DOMAIN}"
-EXIM_PACKAGE = "exim4-daemon-light"
-EXIM_USER = "Debian-exim"  # compiled into Debian's exim4
-CACHE_ENV = "MX_EXPORTER_LAB_CACHE"
 POSTFIX = "/usr/sbin/postfix"
 POSTFIX_SENDMAIL = "/usr/sbin/sendmail"
 TIMEOUTS = {"connect": 3, "greeting": 5, "command": 5}  # seconds, the same for both MTAs and the exporter
@@ -127,8 +122,12 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
-POSTFIX_LINE = re.compile(r"postfix/(?P<daemon>[\w-]+)\[(?P<pid>\d+)\]: (?:(?P<qid>[0-9A-F]{8,}|[0-9A-Za-z]{12,}): )?")
-POSTFIX_STATUS = re.compile(r"to=<(?P<rcpt>[^>]*)>, (?:orig_to=<[^>]*>, )?relay=(?P<relay>[^,]*),.* status=(?P<status>\w+)")
+POSTFIX_LINE = re.compile(
+    r"postfix/(?P<daemon>[\w-]+)\[(?P<pid>\d+)\]: (?:(?P<qid>[0-9A-F]{8,}|[0-9A-Za-z]{12,}): )?"
+)
+POSTFIX_STATUS = re.compile(
+    r"to=<(?P<rcpt>[^>]*)>, (?:orig_to=<[^>]*>, )?relay=(?P<relay>[^,]*),.* status=(?P<status>\w+)"
+)
 BRACKETED = re.compile(r"\[(\d+\.\d+\.\d+\.\d+)\]")
 
 
@@ -153,7 +152,9 @@ class Postfix:
         main = POSTFIX_MAIN.format(root=self.root, sender=SENDER_DOMAIN, **TIMEOUTS)
         (self.config / "main.cf").write_text(main)
         (self.config / "master.cf").write_text(POSTFIX_MASTER)
-        done = subprocess.run([POSTFIX, "-c", str(self.config), "start"], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [POSTFIX, "-c", str(self.config), "start"], capture_output=True, text=True, timeout=60
+        )
         if done.returncode != 0:
             raise RuntimeError(f"postfix start failed: {done.stderr.strip()}\n{self._log_text()[-2000:]}")
         self.started = True
@@ -234,175 +235,8 @@ class Postfix:
         if not self.started:
             return
         self.started = False
-        done = subprocess.run([POSTFIX, "-c", str(self.config), "stop"], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [POSTFIX, "-c", str(self.config), "stop"], capture_output=True, text=True, timeout=60
+        )
         if done.returncode != 0:
             subprocess.run([POSTFIX, "-c", str(self.config), "abort"], capture_output=True, timeout=30)
-
-
-# --- Exim
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mx-exporter-lab")
-
-
-def exim_binary(cache: Path | None = None) -> Path:
-    """Debian's exim4 binary unpacked under the cache (downloaded once), its user present, its libraries there."""
-    root = (cache or cache_dir()) / "exim"
-    binary = root / "usr" / "sbin" / "exim4"
-    if not binary.exists():
-        _unpack_exim(root)
-    missing = [line.split()[0] for line in _run_text(["ldd", str(binary)]).splitlines() if "not found" in line]
-    if missing:
-        raise LabUnavailable(f"exim4 lacks shared libraries {missing}: apt-get install libidn12 (see install.md)")
-    _ensure_exim_user()
-    return binary
-
-
-def _run_text(argv: list[str]) -> str:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False).stdout
-
-
-def _unpack_exim(root: Path) -> None:
-    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
-        raise LabUnavailable("exim4 is unpacked from Debian's package: apt-get and dpkg are needed")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root.parent, prefix="exim-download-") as tmp:
-        os.chmod(tmp, 0o755)  # apt's _apt user may then write the download itself (no sandbox warning)
-        done = subprocess.run(
-            ["apt-get", "download", "-q", EXIM_PACKAGE], cwd=tmp, capture_output=True, text=True, timeout=300
-        )
-        debs = list(Path(tmp).glob(f"{EXIM_PACKAGE}_*.deb"))
-        if done.returncode != 0 or not debs:
-            raise LabUnavailable(f"apt-get download {EXIM_PACKAGE} failed (apt-get update?): {done.stderr.strip()}")
-        unpacked = Path(tmp) / "root"
-        subprocess.run(["dpkg", "-x", str(debs[0]), str(unpacked)], check=True, capture_output=True, timeout=120)
-        (unpacked / "VERSION").write_text(debs[0].name + "\n")
-        if root.exists():
-            shutil.rmtree(root)
-        unpacked.rename(root)
-
-
-def _ensure_exim_user() -> None:
-    try:
-        pwd.getpwnam(EXIM_USER)
-        return
-    except KeyError:
-        pass
-    done = subprocess.run(
-        ["adduser", "--system", "--group", "--no-create-home", "--home", "/nonexistent", "--allow-bad-names", EXIM_USER],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if done.returncode != 0:
-        raise LabUnavailable(f"cannot create user {EXIM_USER} for exim4: {done.stderr.strip()}")
-
-
-EXIM_CONFIG = """\
-primary_hostname = exim.{sender}
-qualify_domain = {sender}
-exim_path = {binary}
-spool_directory = {root}/spool
-log_file_path = {root}/log/%slog
-# Only 127.0.0.1 is "this host": the peers' addresses are on this namespace's lo too, and Exim would otherwise
-# treat them as itself (MX list cut at the local host, then the self option). No daemon ever listens.
-local_interfaces = 127.0.0.1
-disable_ipv6 = true
-keep_environment =
-dns_retrans = 2s
-dns_retry = 2
-log_selector = +received_recipients +smtp_confirmation +retry_defer +deliver_time
-
-begin routers
-sender_discard:
-  driver = redirect
-  domains = {sender}
-  data = :blackhole:
-dnslookup:
-  driver = dnslookup
-  transport = remote_smtp
-  ignore_target_hosts = <; 0.0.0.0
-  no_more
-
-begin transports
-remote_smtp:
-  driver = smtp
-  connect_timeout = {connect}s
-  command_timeout = {command}s
-  data_timeout = {command}s
-  final_timeout = {command}s
-  hosts_try_fastopen = :
-
-begin retry
-*   *   F,2d,1h
-"""
-
-EXIM_ID = r"[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}"
-EXIM_RECEIVED = re.compile(rf" (?P<id>{EXIM_ID}) <= .* for (?P<rcpts>.+)$")
-
-
-class Exim:
-    """Exim 4 from the unpacked package, run with ``-C`` (as root) on a config, spool and log of its own."""
-
-    name = "exim"
-
-    def __init__(self, root: Path, unpacked: Path) -> None:
-        self.root = root
-        self.unpacked = unpacked
-        # Exim re-execs exim_path after dropping to Debian-exim (e.g. -Mc for a delivery): a copy here is
-        # reachable by that user, the cache under root's home is not.
-        self.binary = root / "bin" / "exim4"
-        self.config = root / "exim.conf"
-        self.mainlog = root / "log" / "mainlog"
-
-    def start(self) -> None:
-        self.binary.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(self.unpacked, self.binary)
-        for sub in ("spool", "log"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-            shutil.chown(self.root / sub, EXIM_USER, EXIM_USER)
-        text = EXIM_CONFIG.format(root=self.root, binary=self.binary, sender=SENDER_DOMAIN, **TIMEOUTS)
-        self.config.write_text(text)
-        self.config.chmod(0o644)  # root-owned and not writable by others, or exim refuses it
-        check = subprocess.run([str(self.binary), "-C", str(self.config), "-bV"], capture_output=True, text=True, timeout=30)
-        if check.returncode != 0:
-            raise RuntimeError(f"exim rejects its config: {check.stdout.strip()} {check.stderr.strip()}")
-
-    def deliver(self, recipient: str, timeout: float) -> tuple[float, str]:
-        """Submit and deliver in the foreground (-odi): returns once the first attempt is over."""
-        started = time.monotonic()
-        try:
-            done = subprocess.run(
-                [str(self.binary), "-C", str(self.config), "-odi", "-oi", "-f", SENDER, recipient],
-                input=message(recipient, self.name),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-            note = "" if done.returncode == 0 else f"exim exit {done.returncode}: {done.stderr.strip()}"
-        except subprocess.TimeoutExpired:
-            note = f"exim still running after {timeout:g} s"
-        return time.monotonic() - started, note
-
-    def result(self, recipient: str, seconds: float, note: str) -> Result:
-        lines = self.mainlog.read_text(errors="replace").splitlines() if self.mainlog.exists() else []
-        ids = [m["id"] for line in lines if (m := EXIM_RECEIVED.search(line)) and recipient in m["rcpts"].split()]
-        result = Result(seconds=seconds)
-        if not ids:
-            result.key_line = note or f"no <= line for {recipient} in {self.mainlog}"
-            return result
-        result.log = [line for line in lines if f" {ids[0]} " in line]
-        verdicts = {" => ": "delivered", " ** ": "bounced", " == ": "deferred"}
-        for marker, outcome in verdicts.items():  # a delivery beats a bounce beats a deferral
-            line = next((x for x in result.log if marker in x and recipient in x), None)
-            if line is not None:
-                result.outcome, result.key_line = outcome, line
-                if outcome == "delivered":
-                    ip = BRACKETED.search(line)
-                    result.delivered_to = ip.group(1) if ip else None
-                break
-        if result.outcome == "error":
-            frozen = next((x for x in result.log if "Frozen" in x), "")
-            result.key_line = frozen or note or "no =>, ** or == line for the recipient"
-        return result

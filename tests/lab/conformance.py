@@ -201,10 +201,39 @@ def summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _where(result: dict[str, Any]) -> str:
+    return result["outcome"] + (f" to {result['delivered_to']}" if result["delivered_to"] else "")
+
+
+def _key(line: str) -> str:
+    """The log line without its timestamp and host fields, pipes escaped for a Markdown table."""
+    if " postfix/" in line:
+        line = line[line.index(" postfix/") + 1 :]
+    elif len(line) > 20 and line[4] == "-" and line[13] == ":":
+        line = line[20:]
+    return line.replace("|", "\\|")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The observed table: scenario, each MTA's outcome and where, and the log line the verdict comes from."""
+    rows = [
+        "| scenario | postfix | exim | postfix key log line | exim key log line |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for s in report["scenarios"]:
+        p, e = s["postfix"], s["exim"]
+        rows.append(
+            f"| {s['name']}: {s['description']} | {_where(p)} | {_where(e)} "
+            f"| `{_key(p['key_line'])}` | `{_key(e['key_line'])}` |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, required=True, help="write the report here")
     parser.add_argument("--only", default="", help="comma-separated scenario numbers (default: all)")
+    parser.add_argument("--markdown", type=Path, help="also write the observed table here (Markdown)")
     parser.add_argument("--keep-workdir", type=Path, help="put queues, spools and logs here and keep them")
     return parser.parse_args(argv)
 
@@ -215,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     chosen = scenarios([int(n) for n in args.only.split(",") if n.strip()])
     try:
         if os.geteuid() != 0:
-            raise LabUnavailable("the sender-conformance lab needs root (namespaces, ports 25 and 53, Exim's -C)")
+            raise LabUnavailable(
+                "the sender-conformance lab needs root (namespaces, ports 25 and 53, Exim's -C)"
+            )
         if not os.environ.get(EXIM_BINARY_ENV):
             os.environ[EXIM_BINARY_ENV] = str(
                 exim_binary()
@@ -232,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sender-conformance lab unavailable: {err}", file=sys.stderr)
         return UNAVAILABLE
     args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if args.markdown is not None:
+        args.markdown.write_text(markdown(report))
     print(summary(report), file=sys.stderr)
     return 0
 

@@ -78,10 +78,12 @@ def enter_namespaces(module: str, argv: Sequence[str]) -> None:
 
 
 def setup_network(local: Sequence[str], hole: Sequence[str]) -> str:
-    """``lo`` up with every peer address on it, and the blackhole range routed into a dropping device.
+    """``lo`` up with every peer address on it, and the blackhole range routed into a device that drops packets.
 
-    Returns how the blackhole is made. ifb (NOARP, drops what it is handed) is the first choice; where the kernel
-    lacks it, a veth pair with a permanent neighbour entry, whose far end discards packets not addressed to it.
+    Returns how the blackhole is made. First choice: a veth pair whose near end routes the range to a gateway
+    with a permanent (fake) neighbour entry, so no ARP is needed; the far end discards frames not for it. The
+    fallback is ifb (NOARP, drops what it is handed), avoided first because loading its module creates ifb0
+    and ifb1 in the host's namespace too. Either way a SYN vanishes: the connect times out, no EHOSTUNREACH.
     """
     ip = shutil.which("ip") or "/usr/sbin/ip"
     if not Path(ip).exists():
@@ -91,33 +93,22 @@ def setup_network(local: Sequence[str], hole: Sequence[str]) -> str:
         [ip, "-batch", "-"], input="\n".join(batch) + "\n", text=True, check=True, capture_output=True
     )
     hole_net = f"{HOLE}.0.0/16"
-    made = subprocess.run([ip, "link", "add", HOLE_DEVICE, "type", "ifb"], capture_output=True, check=False)
-    if made.returncode == 0:
-        _run([ip, "link", "set", HOLE_DEVICE, "up"], "ifb up")
-        _run([ip, "route", "add", hole_net, "dev", HOLE_DEVICE], "blackhole route")
-        how = "ifb"
-    else:
-        _run([ip, "link", "add", HOLE_DEVICE, "type", "veth", "peer", "name", "hole1"], "veth pair")
+    veth = [ip, "link", "add", HOLE_DEVICE, "type", "veth", "peer", "name", "hole1"]
+    if subprocess.run(veth, capture_output=True, check=False).returncode == 0:
         for dev in (HOLE_DEVICE, "hole1"):
             _run([ip, "link", "set", dev, "up"], f"{dev} up")
         gateway = f"{HOLE}.255.1"
         _run([ip, "route", "add", hole_net, "via", gateway, "dev", HOLE_DEVICE, "onlink"], "blackhole route")
+        fake_mac = "02:00:00:00:00:01"
         _run(
-            [
-                ip,
-                "neigh",
-                "add",
-                gateway,
-                "lladdr",
-                "02:00:00:00:00:01",
-                "dev",
-                HOLE_DEVICE,
-                "nud",
-                "permanent",
-            ],
-            "neigh",
+            [ip, "neigh", "add", gateway, "lladdr", fake_mac, "dev", HOLE_DEVICE, "nud", "permanent"], "neigh"
         )
         how = "veth+permanent-neighbour"
+    else:
+        _run([ip, "link", "add", HOLE_DEVICE, "type", "ifb"], "blackhole device (neither veth nor ifb)")
+        _run([ip, "link", "set", HOLE_DEVICE, "up"], "ifb up")
+        _run([ip, "route", "add", hole_net, "dev", HOLE_DEVICE], "blackhole route")
+        how = "ifb"
     for address in hole[:1]:
         _check_times_out(address)
     return how

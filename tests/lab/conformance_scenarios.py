@@ -106,6 +106,9 @@ SCENARIOS: list[dict[str, Any]] = [
     {"n": 33, "description": "three exchanges at 10, 20, 30: the first two answer 451 to RCPT (full sessions), the third accepts",
      "records": ["@ MX 10 mx1", "@ MX 20 mx2", "@ MX 30 mx3", "mx1 A {net}.10", "mx2 A {net}.20", "mx3 A {net}.30"],
      "peers": {"{net}.10": "rcpt_451", "{net}.20": "rcpt_451", "{net}.30": "accept"}},
+    {"n": 34, "description": "primary exchange with six addresses, all refused; backup (MX 20) accepts",
+     "records": ["@ MX 10 mx1", "@ MX 20 mx2", *(f"mx1 A {{net}}.{10 + i}" for i in range(6)), "mx2 A {net}.20"],
+     "peers": {**{f"{{net}}.{10 + i}": "refuse" for i in range(6)}, "{net}.20": "accept"}},
 ]  # fmt: skip
 
 

@@ -180,7 +180,7 @@ def _report(
 
 def _versions(binary: Path) -> dict[str, str]:
     postconf = subprocess.run(
-        ["postconf", "-dh", "mail_version"], capture_output=True, text=True, check=False
+        ["postconf", "-dh", "mail_version"], capture_output=True, text=True, check=False, timeout=30
     )
     version_file = binary.parents[2] / "VERSION"
     exim = version_file.read_text().strip() if version_file.exists() else "unknown"
@@ -253,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
             )  # needs the package registry: before the namespace
         enter_namespaces(MODULE, args_list)
         if args.keep_workdir is not None:
+            if args.keep_workdir.exists() and any(args.keep_workdir.iterdir()):
+                raise SystemExit(
+                    f"--keep-workdir {args.keep_workdir} must be new or empty (old queues would run)"
+                )
             args.keep_workdir.mkdir(parents=True, exist_ok=True)
             report = run_lab(chosen, args.keep_workdir.resolve(), Path(os.environ[EXIM_BINARY_ENV]))
         else:

@@ -90,11 +90,16 @@ def setup_network(local: Sequence[str], hole: Sequence[str]) -> str:
         raise LabUnavailable("ip (iproute2) not found")
     batch = ["link set lo up", *(f"addr add {a}/32 dev lo" for a in local)]
     subprocess.run(
-        [ip, "-batch", "-"], input="\n".join(batch) + "\n", text=True, check=True, capture_output=True
+        [ip, "-batch", "-"],
+        input="\n".join(batch) + "\n",
+        text=True,
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     hole_net = f"{HOLE}.0.0/16"
     veth = [ip, "link", "add", HOLE_DEVICE, "type", "veth", "peer", "name", "hole1"]
-    if subprocess.run(veth, capture_output=True, check=False).returncode == 0:
+    if subprocess.run(veth, capture_output=True, check=False, timeout=30).returncode == 0:
         for dev in (HOLE_DEVICE, "hole1"):
             _run([ip, "link", "set", dev, "up"], f"{dev} up")
         gateway = f"{HOLE}.255.1"
@@ -145,7 +150,7 @@ def private_etc(workdir: Path) -> Iterator[None]:
         yield
     finally:
         for target in reversed(mounted):
-            subprocess.run(["umount", target], capture_output=True, check=False)
+            subprocess.run(["umount", target], capture_output=True, check=False, timeout=30)
 
 
 NSD_CONF = """\

@@ -355,8 +355,10 @@ def bench_main(
     parse_args: Callable[[list[str]], argparse.Namespace],
     run: Callable[[argparse.Namespace], dict[str, Any]],
     table: Callable[[dict[str, Any]], str],
+    status: Callable[[dict[str, Any]], int] = lambda results: 0,
 ) -> int:
-    """A bench's main: parse, move into the private network namespace, run, print the table, write the JSON."""
+    """A bench's main: parse, move into the private network namespace, run, print the table, write the JSON;
+    the exit status is 1 on a lab failure, else what ``status`` says of the results."""
     args = parse_args(argv)
     try:
         enter_private_netns(script, argv)
@@ -368,4 +370,4 @@ def bench_main(
         return 130
     print(table(results))
     write_json(args.json, results)
-    return 0
+    return status(results)

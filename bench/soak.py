@@ -326,21 +326,16 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n\n" + figures + "\n\n" + verdict
 
 
+def _checked_soak(args: argparse.Namespace) -> dict[str, Any]:
+    lab.check_nsd_rate_limit_off()
+    return soak(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
-    try:
-        lab.enter_private_netns(Path(__file__), argv)
-        lab.check_nsd_rate_limit_off()
-        results = soak(args)
-    except (RuntimeError, OSError, TimeoutError) as err:
-        print(f"soak failed: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    print(table(results))
-    lab.write_json(args.json, results)
-    return 0 if results["verdict"] == "ok" else 1
+    return lab.bench_main(
+        Path(__file__), argv, parse_args, _checked_soak, table, lambda r: 0 if r["verdict"] == "ok" else 1
+    )
 
 
 if __name__ == "__main__":

@@ -12,10 +12,15 @@ from itertools import groupby
 
 from mx_exporter.model import (
     AddressResult,
+    Delivery,
+    DeliveryOutcome,
     DomainReport,
     Exchange,
+    Family,
+    Misconfiguration,
     Resolution,
     ResolvedExchange,
+    Sender,
     SmtpOutcome,
     Tier,
     Verdict,
@@ -23,6 +28,7 @@ from mx_exporter.model import (
 from mx_exporter.senders import deliveries
 from mx_exporter.tls import cert_valid_for
 
+TCP_REFUSED = frozenset({SmtpOutcome.CONNECTION_REFUSED, SmtpOutcome.CONNECT_TIMEOUT})
 NOT_PROBED = "not probed"
 NOT_ALLOWED = "not probed: address is not global unicast and not in allow_networks"
 
@@ -44,6 +50,12 @@ class Expectations:
     fallback_to_a: bool | None = None
     deliverable: bool | None = None
     primary_up: bool | None = None
+    # Intended setups (issue 9): only ``True`` or unset.
+    nolisting: bool | None = None  # the most preferred tier refuses at TCP level on purpose, a backup accepts
+    greylisting: bool | None = (
+        None  # the primary may answer 4xx to first contact; Postfix and Exim still deliver
+    )
+    max_greeting_seconds: float | None = None  # every greeting arrives within this (a tarpit is degraded)
 
     def __post_init__(self) -> None:
         """Reject wrong types early, naming the field, so a settings bug never shows up as a wrong verdict."""
@@ -51,10 +63,21 @@ class Expectations:
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < 0):
                 raise ValueError(f"expectation {name} must be a non-negative integer, got {value!r}")
-        for name in ("starttls", "null_mx", "fallback_to_a", "deliverable", "primary_up"):
+        for name in (
+            "starttls",
+            "null_mx",
+            "fallback_to_a",
+            "deliverable",
+            "primary_up",
+            "nolisting",
+            "greylisting",
+        ):
             value = getattr(self, name)
             if value is not None and type(value) is not bool:
                 raise ValueError(f"expectation {name} must be true or false, got {value!r}")
+        limit = self.max_greeting_seconds
+        if limit is not None and (type(limit) not in (int, float) or not 0 < limit <= 3600):
+            raise ValueError(f"expectation max_greeting_seconds must be seconds in (0, 3600], got {limit!r}")
         if self.exchanges is not None:
             if not isinstance(self.exchanges, tuple | list) or not all(
                 isinstance(n, str) for n in self.exchanges
@@ -63,6 +86,11 @@ class Expectations:
             object.__setattr__(self, "exchanges", tuple(self.exchanges))  # a list from settings is fine too
             if any(not _norm_name(n) for n in self.exchanges):
                 raise ValueError(f"expectation exchanges contains an empty name: {self.exchanges!r}")
+
+    @property
+    def intended_primary_outage(self) -> bool:
+        """The primary is meant not to accept (nolisting, greylisting): its outage is not an alert."""
+        return bool(self.nolisting or self.greylisting)
 
     def configured(self) -> dict[str, object]:
         """Name -> expected value for every expectation that is set, in declaration order."""
@@ -86,14 +114,27 @@ def _exchange(resolved: ResolvedExchange, results: Mapping[str, AddressResult]) 
             tls = replace(result.tls, cert_valid=cert_valid_for(resolved.name, result.tls))
             result = replace(result, tls=tls)
         addresses.append(result)
+    problems = resolved.problems
+    if ipv6_broken(addresses):
+        problems = problems | {Misconfiguration.IPV6_BROKEN}
     return Exchange(
         name=resolved.name,
         preference=resolved.preference,
         addresses=tuple(addresses),
         cname_target=resolved.cname_target,
-        problems=resolved.problems,
+        problems=problems,
         lookup=resolved.lookup,
     )
+
+
+def ipv6_broken(addresses: list[AddressResult]) -> bool:
+    """The exchange publishes AAAA, none of them accepts, while one of its A addresses does: IPv6-capable senders
+    (Exim tries IPv6 first, Postfix picks either by default) are delayed or fail. Addresses never tried (not
+    allowed, not probed) or unreachable only because this host has no IPv6 route prove nothing."""
+    v6 = [a for a in addresses if a.family is Family.IPV6]
+    tried = [a for a in v6 if a.outcome is not SmtpOutcome.SKIPPED and not a.no_route_here]
+    v4_up = any(a.up for a in addresses if a.family is Family.IPV4)
+    return bool(tried) and len(tried) == len(v6) and not any(a.up for a in v6) and v4_up
 
 
 def build_tiers(resolution: Resolution, results: Mapping[str, AddressResult]) -> tuple[Tier, ...]:
@@ -132,12 +173,29 @@ def _starttls_met(tiers: tuple[Tier, ...]) -> bool:
     return bool(accepting) and all(a.starttls_advertised for a in accepting)
 
 
+def nolisting_holds(tiers: tuple[Tier, ...]) -> bool:
+    """Nolisting as intended: every address of the most preferred tier refuses or drops the TCP connection (a
+    sender moves on at once), and a less preferred tier accepts."""
+    if len(tiers) < 2:
+        return False
+    primary = _addresses(tiers[0])
+    return bool(primary) and all(a.outcome in TCP_REFUSED for a in primary) and any(t.up for t in tiers[1:])
+
+
+def _greetings_within(tiers: tuple[Tier, ...], limit: float) -> bool:
+    """Every address that greeted did so within ``limit`` seconds (one that never greeted is another alert)."""
+    return all(
+        a.greeting_seconds <= limit for t in tiers for a in _addresses(t) if a.greeting_seconds is not None
+    )
+
+
 def _expectations_met(
     resolution: Resolution,
     tiers: tuple[Tier, ...],
     expectations: Expectations,
     deliverable: bool,
     primary_up: bool,
+    sent: Mapping[Sender, Delivery],
 ) -> dict[str, bool]:
     """Each configured expectation -> whether it holds."""
     e = expectations
@@ -151,6 +209,13 @@ def _expectations_met(
         "fallback_to_a": resolution.fallback_to_a == e.fallback_to_a,
         "deliverable": deliverable == e.deliverable,
         "primary_up": primary_up == e.primary_up,
+        "nolisting": nolisting_holds(tiers),
+        # Greylisting is no outage while the senders that move on after a 4xx (Postfix, Exim) still deliver.
+        "greylisting": all(
+            sent[s].outcome is DeliveryOutcome.DELIVERED for s in (Sender.POSTFIX, Sender.EXIM) if s in sent
+        ),
+        "max_greeting_seconds": e.max_greeting_seconds is not None
+        and _greetings_within(tiers, e.max_greeting_seconds),
     }
     return {name: holds[name] for name in e.configured()}
 
@@ -162,20 +227,24 @@ def assess(
     up_tiers = [t for t in tiers if t.up]
     deliverable = bool(up_tiers)
     primary_up = bool(tiers) and tiers[0].up
+    sent = deliveries(resolution, tiers)
+    met = (
+        _expectations_met(resolution, tiers, expectations, deliverable, primary_up, sent)
+        if expectations is not None
+        else {}
+    )
     return Verdict(
         deliverable=deliverable,
         primary_up=primary_up,
         active_preference=up_tiers[0].preference if up_tiers else -1,
         preference_gap=_preference_gap(tiers),
-        deliveries=deliveries(resolution, tiers),
+        deliveries=sent,
         misconfigurations=resolution.misconfigurations.union(
             *(e.problems for t in tiers for e in t.exchanges)
         ),
-        expectations=(
-            _expectations_met(resolution, tiers, expectations, deliverable, primary_up)
-            if expectations is not None
-            else {}
-        ),
+        expectations=met,
+        intended_setup=next((name for name in ("nolisting", "greylisting") if met.get(name)), ""),
+        ipv6_deliverable=any(a.up and a.family is Family.IPV6 for t in tiers for a in _addresses(t)),
     )
 
 

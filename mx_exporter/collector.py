@@ -51,6 +51,7 @@ def domain_samples(report: DomainReport) -> list[Sample]:
         ("mx_domain_deliverable", d, _b(verdict.deliverable)),
         ("mx_primary_up", d, _b(verdict.primary_up)),
         ("mx_active_preference", d, verdict.active_preference),
+        ("mx_ipv6_deliverable", d, _b(verdict.ipv6_deliverable)),
     ]
     for sender, delivery in verdict.deliveries.items():
         out += [

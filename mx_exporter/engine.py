@@ -85,6 +85,9 @@ def expectations_of(domain: DomainSettings | None) -> Expectations | None:
         fallback_to_a=e.fallback_to_a,
         deliverable=e.deliverable,
         primary_up=e.primary_up,
+        nolisting=e.nolisting,
+        greylisting=e.greylisting,
+        max_greeting_seconds=e.max_greeting_seconds,
     )
     return exp if exp.configured() else None
 

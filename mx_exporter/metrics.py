@@ -56,6 +56,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         + LAST,
     ),
     MetricSpec(
+        "mx_ipv6_deliverable",
+        "gauge",
+        DOMAIN,
+        "1 when at least one IPv6 address of the domain's mail hosts accepted a session: IPv6-capable senders "
+        "can deliver over IPv6" + LAST,
+    ),
+    MetricSpec(
         "mx_delivery_outcome",
         "gauge",
         ("domain", "sender", "outcome"),

@@ -47,6 +47,7 @@ class Misconfiguration(StrEnum):
     NULL_MX_MIXED = "null_mx_mixed"
     DUPLICATE_EXCHANGE = "duplicate_exchange"
     NON_GLOBAL_ADDRESS = "non_global_address"
+    IPV6_BROKEN = "ipv6_broken"  # an exchange's AAAA addresses all fail while one of its A addresses accepts
 
 
 class Family(StrEnum):
@@ -102,6 +103,9 @@ class AddressResult:
     tls: TlsFacts | None = None
     detail: str = ""  # one short human line (logs, status page, check output); never a label
     transcript: tuple[str, ...] = ()  # timed "C:"/"S:" lines for /probe?debug=true
+    # The connect failed with ENETUNREACH: this exporter's host has no route for the family, which says
+    # nothing about the peer (a host without IPv6 must not call every AAAA broken).
+    no_route_here: bool = False
 
     @property
     def up(self) -> bool:
@@ -192,6 +196,9 @@ class Verdict:
     expectations: dict[str, bool] = field(default_factory=dict)  # configured expectation name -> met
     # Every misconfiguration of the MX set: the resolution's own and each probed exchange's.
     misconfigurations: frozenset[Misconfiguration] = frozenset()
+    # "nolisting" or "greylisting" when that setup is configured and holds: the primary is down on purpose.
+    intended_setup: str = ""
+    ipv6_deliverable: bool = False  # some IPv6 address of some tier accepted (IPv6-only senders can deliver)
 
 
 @dataclass(frozen=True)

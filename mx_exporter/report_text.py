@@ -38,6 +38,8 @@ TEMPORARY_DNS: frozenset[DnsStatus] = frozenset({DnsStatus.SERVFAIL, DnsStatus.T
 DNS_FAILURES: frozenset[DnsStatus] = TEMPORARY_DNS | {DnsStatus.ERROR}
 
 MISCONFIGURATION_TEXT: dict[Misconfiguration, str] = {
+    Misconfiguration.IPV6_BROKEN: "an exchange's IPv6 addresses all fail while its IPv4 accepts: IPv6 senders "
+    "are delayed or fail",
     Misconfiguration.CNAME_TARGET: "an MX target is a CNAME (RFC 2181 §10.3): some senders refuse it",
     Misconfiguration.IP_LITERAL_TARGET: "an MX target looks like an IP address instead of a host name",
     Misconfiguration.UNRESOLVABLE_TARGET: "an MX target has no A/AAAA address",
@@ -82,7 +84,8 @@ def exit_code(report: DomainReport) -> int:
     if bouncing(report):
         return EXIT_UNDELIVERABLE
     if report.verdict.deliverable:
-        return EXIT_OK if report.verdict.primary_up else EXIT_PRIMARY_DOWN
+        intended = report.verdict.primary_up or report.verdict.intended_setup
+        return EXIT_OK if intended else EXIT_PRIMARY_DOWN
     return EXIT_UNDELIVERABLE
 
 
@@ -152,6 +155,9 @@ def verdict_line(report: DomainReport) -> str:
     if bounced and verdict.deliverable:
         names = ", ".join(s.value for s in bounced)
         return f"BOUNCING: {names} would bounce mail although an address accepts"
+    if verdict.deliverable and not verdict.primary_up and verdict.intended_setup:
+        setup, pref = verdict.intended_setup, verdict.active_preference
+        return f"DELIVERABLE, {setup} as intended: primary does not accept, delivering to pref {pref}"
     if verdict.deliverable and verdict.primary_up:
         return f"DELIVERABLE, primary up (pref {verdict.active_preference}){implicit}"
     if verdict.deliverable:

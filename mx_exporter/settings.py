@@ -88,6 +88,10 @@ class ExpectSettings(_Strict):
     fallback_to_a: bool | None = None
     deliverable: bool | None = None
     primary_up: bool | None = None
+    # Intended setups: the primary is meant not to accept, so its outage never pages (only `true` is meaningful).
+    nolisting: Literal[True] | None = None
+    greylisting: Literal[True] | None = None
+    max_greeting_seconds: Seconds | None = None
 
 
 class DomainSettings(_Strict):

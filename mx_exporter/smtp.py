@@ -16,6 +16,7 @@ asks for) and cannot carry our own line limit or timed transcript.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import os
 import re
@@ -100,6 +101,7 @@ class _Session:
     greeting_code: int = 0
     ehlo_code: int = 0
     helo_code: int = 0
+    no_route_here: bool = False
     connected_at: float = 0.0  # loop time the TCP handshake finished: greeting_seconds counts from here
     connect_seconds: float | None = None
     greeting_seconds: float | None = None
@@ -138,6 +140,7 @@ class _Session:
             )
         except OSError as exc:
             reason = os.strerror(exc.errno).lower() if exc.errno else type(exc).__name__
+            self.no_route_here = exc.errno == errno.ENETUNREACH
             return self.decide(SmtpOutcome.CONNECTION_REFUSED, f"connect failed: {reason}")
         self.connected_at = self.loop.time()
         self.connect_seconds = self.connected_at - started
@@ -388,6 +391,7 @@ class _Session:
             tls=self.tls,
             detail=self.detail,
             transcript=tuple(self.transcript.lines),
+            no_route_here=self.no_route_here,
         )
 
 

@@ -16,6 +16,7 @@ from mx_exporter.model import (
     AddressResult,
     DnsStatus,
     Family,
+    Misconfiguration,
     Resolution,
     ResolvedAddress,
     ResolvedExchange,
@@ -248,6 +249,19 @@ STARTTLS_ALL = domain(
         (res("127.0.0.11", starttls_advertised=True), res("127.0.0.23", Out.CONNECTION_REFUSED)),
     ),
 )
+GREYLISTED = domain(
+    "greylist.lab.test",
+    (10, "mx1.greylist.lab.test", (res("127.0.0.20", Out.GREETING_4XX),)),
+    (20, "mx2.greylist.lab.test", (res("127.0.0.11"),)),
+)
+GREYLISTED_BACKUP_DOWN = domain(
+    "greylist.lab.test",
+    (10, "mx1.greylist.lab.test", (res("127.0.0.20", Out.GREETING_4XX),)),
+    (20, "mx2.greylist.lab.test", (res("127.0.0.23", Out.CONNECTION_REFUSED),)),
+)
+SLOW_GREETING = domain(
+    "tarpit.lab.test", (10, "mx.tarpit.lab.test", (res("127.0.0.40", greeting_seconds=4.5),))
+)
 HEALTHY_NAMES = ("MX1.healthy.lab.test.", "mx2.healthy.lab.test")
 
 
@@ -279,6 +293,20 @@ HEALTHY_NAMES = ("MX1.healthy.lab.test.", "mx2.healthy.lab.test")
         (NULL_MX, Expectations(deliverable=False), True),
         (TWO_UP, Expectations(primary_up=True), True),
         (PRIMARY_DOWN, Expectations(primary_up=True), False),
+        # nolisting: the primary refuses at TCP level, a backup accepts.
+        (PRIMARY_DOWN, Expectations(nolisting=True), True),
+        (TWO_UP, Expectations(nolisting=True), False),  # the primary accepts: the trick broke
+        (ALL_DOWN, Expectations(nolisting=True), False),  # nothing accepts
+        (GREYLISTED, Expectations(nolisting=True), False),  # a 421 is not a TCP refusal
+        (ONE_TIER, Expectations(nolisting=True), False),  # no backup to move on to
+        # greylisting: Postfix and Exim still deliver (they move on after a 4xx).
+        (GREYLISTED, Expectations(greylisting=True), True),
+        (TWO_UP, Expectations(greylisting=True), True),
+        (GREYLISTED_BACKUP_DOWN, Expectations(greylisting=True), False),
+        # max_greeting_seconds: every greeting within the bound (res() greets in 0 s unless told otherwise).
+        (TWO_UP, Expectations(max_greeting_seconds=2.0), True),
+        (SLOW_GREETING, Expectations(max_greeting_seconds=2.0), False),
+        (SLOW_GREETING, Expectations(max_greeting_seconds=10.0), True),
     ],
 )
 def test_each_expectation_met_and_not_met(scenario: Scenario, expectations: Expectations, met: bool) -> None:
@@ -315,8 +343,44 @@ def test_expectations_accept_a_list_of_names() -> None:
         ({"exchanges": "mx1.lab.test"}, "exchanges must be a list of names"),
         ({"exchanges": ("mx1.lab.test", 3)}, "exchanges must be a list of names"),
         ({"exchanges": ("mx1.lab.test", " . ")}, "exchanges contains an empty name"),
+        ({"nolisting": "yes"}, "nolisting must be true or false"),
+        ({"max_greeting_seconds": 0}, "max_greeting_seconds must be seconds"),
+        ({"max_greeting_seconds": "5"}, "max_greeting_seconds must be seconds"),
     ],
 )
 def test_bad_expectations_are_refused_with_the_field_named(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Expectations(**kwargs)  # type: ignore[arg-type]
+
+
+def test_an_intended_setup_that_holds_is_no_primary_outage() -> None:
+    """The verdict names the setup, so check and the status page call the domain ok, not degraded."""
+    assert verdict_of(PRIMARY_DOWN, Expectations(nolisting=True)).intended_setup == "nolisting"
+    assert verdict_of(GREYLISTED, Expectations(greylisting=True)).intended_setup == "greylisting"
+    assert verdict_of(TWO_UP, Expectations(nolisting=True)).intended_setup == ""
+    assert verdict_of(GREYLISTED_BACKUP_DOWN, Expectations(greylisting=True)).intended_setup == ""
+    assert verdict_of(PRIMARY_DOWN).intended_setup == ""
+
+
+@pytest.mark.parametrize(
+    ("addresses", "broken"),
+    [
+        ((res("127.0.0.10"), res("::1", Out.CONNECTION_REFUSED)), True),
+        ((res("127.0.0.10"), res("::1", Out.GREETING_TIMEOUT)), True),
+        ((res("127.0.0.10"), res("::1")), False),  # both families accept
+        ((res("127.0.0.10"), res("::1", Out.CONNECTION_REFUSED), res("::2")), False),  # one AAAA accepts
+        ((res("127.0.0.10"),), False),  # no AAAA published
+        ((res("127.0.0.23", Out.CONNECTION_REFUSED), res("::1", Out.CONNECTION_REFUSED)), False),  # all down
+        ((res("127.0.0.10"), res("::1", Out.SKIPPED)), False),  # never tried: proves nothing
+        # This host has no IPv6 route: says nothing about the peer.
+        ((res("127.0.0.10"), res("::1", Out.CONNECTION_REFUSED, no_route_here=True)), False),
+    ],
+)
+def test_ipv6_broken_per_exchange(addresses: tuple[AddressResult, ...], broken: bool) -> None:
+    report = build_report(*domain("v6.lab.test", (10, "mx.v6.lab.test", addresses)), 1.0, 2.0)
+    assert (M_IPV6 in report.tiers[0].exchanges[0].problems) is broken
+    assert (M_IPV6 in report.verdict.misconfigurations) is broken
+    assert report.verdict.ipv6_deliverable is any(a.up and a.family is Family.IPV6 for a in addresses)
+
+
+M_IPV6 = Misconfiguration.IPV6_BROKEN

@@ -96,6 +96,12 @@ EXPECTED: dict[str, Expect] = {
             (20, "mx2.primary-down.lab.test", (plan.ACCEPT_2,)),
         )
     ),
+    "greylist.lab.test": Expect(
+        (
+            (10, "mx1.greylist.lab.test", (plan.GREET_421,)),
+            (20, "mx2.greylist.lab.test", (plan.ACCEPT_2,)),
+        )
+    ),
     "failover.lab.test": Expect(
         (
             (10, "mx1.failover.lab.test", (plan.FAILOVER_PRIMARY,)),

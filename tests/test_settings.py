@@ -215,3 +215,33 @@ def test_resolver_rate_limit_must_be_above_zero(value: object, reason: str, tmp_
     with pytest.raises(ConfigError) as err:
         load_settings(str(path))
     assert str(err.value) == f"{path}: {key}: {reason}"
+
+
+def test_intended_setup_expectations() -> None:
+    domain = {"name": "example.org", "expect": {"nolisting": True, "max_greeting_seconds": 20}}
+    s = load_settings(None, {"ehlo_name": "probe.example.net", "domains": [domain]})
+    assert (s.domains[0].expect.nolisting, s.domains[0].expect.max_greeting_seconds) == (True, 20)
+    with pytest.raises(ConfigError) as err:
+        load_settings(
+            None,
+            {
+                "ehlo_name": "probe.example.net",
+                "domains": [{"name": "a.example", "expect": {"greylisting": False}}],
+            },
+        )
+    assert (
+        str(err.value)
+        == "flag --domains.0.expect.greylisting: domains.0.expect.greylisting: Input should be True"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(
+            None,
+            {
+                "ehlo_name": "probe.example.net",
+                "domains": [{"name": "a.example", "expect": {"max_greeting_seconds": 0}}],
+            },
+        )
+    assert (
+        str(err.value)
+        == "flag --domains.0.expect.max_greeting_seconds: domains.0.expect.max_greeting_seconds: Input should be greater than 0"
+    )

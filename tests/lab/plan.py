@@ -64,6 +64,7 @@ DOMAINS = {
     "nonglobal.lab.test": "MX 10 -> PRIVATE (10.255.255.1), MX 20 -> ACCEPT_2: non_global_address, skipped",
     "multiline.lab.test": "MX 10 -> MULTILINE",
     "greet421.lab.test": "MX 10 -> GREET_421",
+    "greylist.lab.test": "MX 10 -> GREET_421, MX 20 -> ACCEPT_2: greylisting's 421, Postfix and Exim use the backup",
     "greet554.lab.test": "MX 10 -> GREET_554",
     "silent.lab.test": "MX 10 -> SILENT",
     "closed.lab.test": "MX 10 -> CLOSED",

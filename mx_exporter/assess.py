@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from itertools import groupby
 
+from mx_exporter.changes import track
 from mx_exporter.model import (
     AddressResult,
     Delivery,
@@ -18,6 +19,7 @@ from mx_exporter.model import (
     Exchange,
     Family,
     Misconfiguration,
+    RecordSet,
     Resolution,
     ResolvedExchange,
     Sender,
@@ -254,6 +256,7 @@ def build_report(
     probe_seconds: float,
     finished_at: float,
     expectations: Expectations | None = None,
+    previous_records: RecordSet | None = None,
 ) -> DomainReport:
     """Resolution + shared per-address results -> the finished report the collector and status page read."""
     tiers = build_tiers(resolution, results)
@@ -263,4 +266,5 @@ def build_report(
         verdict=assess(resolution, tiers, expectations),
         probe_seconds=probe_seconds,
         finished_at=finished_at,
+        records=track(previous_records, resolution, finished_at),
     )

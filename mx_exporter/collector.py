@@ -72,6 +72,10 @@ def domain_samples(report: DomainReport) -> list[Sample]:
     out += [("mx_misconfiguration", (*d, k.value), _b(k in kinds)) for k in Misconfiguration]
     if res.ttl is not None:
         out.append(("mx_record_ttl_seconds", d, res.ttl))
+    records = report.records
+    if records is not None:
+        out.append(("mx_record_set_info", (*d, records.digest, records.records), 1.0))
+        out.append(("mx_records_changed_timestamp_seconds", d, records.changed_at))
     out.append(("mx_probe_duration_seconds", d, report.probe_seconds))
     out.append(("mx_last_probe_timestamp_seconds", d, report.finished_at))
     for tier in report.tiers:

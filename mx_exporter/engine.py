@@ -19,7 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mx_exporter.assess import Expectations, build_report
-from mx_exporter.model import AddressResult, DnsStatus, DomainReport, Resolution, ResolvedAddress
+from mx_exporter.model import (
+    AddressResult,
+    DnsStatus,
+    DomainReport,
+    RecordSet,
+    Resolution,
+    ResolvedAddress,
+)
 from mx_exporter.resolve import NameCache, ResolvePolicy, make_resolver, resolve_domain
 from mx_exporter.selfmetrics import ExporterMetrics, RefreshTally
 from mx_exporter.settings import DomainSettings, Settings
@@ -175,8 +182,10 @@ class Prober:
         cache: CycleCache | None = None,
         config: DomainSettings | None = None,
         deadline: float | None = None,
+        previous: RecordSet | None = None,
     ) -> DomainReport:
-        """Resolve and probe one domain; with a deadline (monotonic), return whatever finished by then."""
+        """Resolve and probe one domain; with a deadline (monotonic), return whatever finished by then.
+        ``previous`` is the record set of the domain's last report, for MX change tracking."""
         started, wall_started = time.monotonic(), time.time()
         cache = cache if cache is not None else CycleCache()
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -199,7 +208,9 @@ class Prober:
             if result is not None:
                 results[addr] = result
         elapsed = time.monotonic() - started
-        return build_report(resolution, results, elapsed, wall_started + elapsed, expectations_of(config))
+        return build_report(
+            resolution, results, elapsed, wall_started + elapsed, expectations_of(config), previous
+        )
 
 
 def _result_of(fut: asyncio.Future[AddressResult]) -> AddressResult | None:
@@ -257,7 +268,8 @@ class Watcher:
 
     async def _probe_one(self, prober: Prober, domain: DomainSettings, cache: CycleCache) -> None:
         try:
-            report = await prober.probe(domain.name, cache, domain)
+            last = self.reports.get(domain.name)
+            report = await prober.probe(domain.name, cache, domain, previous=last.records if last else None)
         except Exception:
             log.exception("probing %s failed unexpectedly; keeping its previous result", domain.name)
             self.metrics.probe_errors.inc()

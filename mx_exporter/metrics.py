@@ -82,6 +82,20 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "1 when the configured expectation holds" + LAST,
     ),
     # --- DNS facts
+    MetricSpec(
+        "mx_record_set_info",
+        "gauge",
+        ("domain", "digest", "records"),
+        "Always 1: the domain's MX record set (digest: a short stable hash of every MX record and every "
+        "exchange's addresses; records: the MX records); one series per domain, a new digest on every change"
+        + LAST,
+    ),
+    MetricSpec(
+        "mx_records_changed_timestamp_seconds",
+        "gauge",
+        DOMAIN,
+        "Unix time this exporter first saw the domain's record set, or last saw it change" + LAST,
+    ),
     MetricSpec("mx_records", "gauge", DOMAIN, "MX records in the answer, 0 when none" + LAST),
     MetricSpec("mx_tiers", "gauge", DOMAIN, "Distinct MX preference values (1 for an implicit MX)" + LAST),
     MetricSpec(

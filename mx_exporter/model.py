@@ -201,6 +201,25 @@ class Verdict:
     ipv6_deliverable: bool = False  # some IPv6 address of some tier accepted (IPv6-only senders can deliver)
 
 
+MAX_RECORDS_SHOWN = 256  # characters of a record set shown in a label and on the status page
+
+
+@dataclass(frozen=True)
+class RecordSet:
+    members: tuple[str, ...]  # sorted: "10 mx1.example.org", "mx1.example.org 192.0.2.1", "0 .", "nxdomain"
+    digest: str
+    changed_at: float  # unix seconds: the first observation, or the last change this process saw
+    added: tuple[str, ...] = ()  # members new at the last change (empty at the first observation)
+    removed: tuple[str, ...] = ()  # members gone at the last change
+
+    @property
+    def records(self) -> str:
+        """The MX part as one short line, for a label and the status page: "10 mx1.example.org, 20 mx2…"."""
+        text = ", ".join(m for m in self.members if " " in m and m.split(" ", 1)[0].isdigit())
+        text = text or ", ".join(self.members)
+        return text if len(text) <= MAX_RECORDS_SHOWN else text[: MAX_RECORDS_SHOWN - 1] + "…"
+
+
 @dataclass(frozen=True)
 class DomainReport:
     """One finished probe of one domain: what the collector, status page and `check` read."""
@@ -210,6 +229,7 @@ class DomainReport:
     verdict: Verdict
     probe_seconds: float  # wall time of the whole probe
     finished_at: float  # unix seconds
+    records: RecordSet | None = None  # the MX record set and when this process saw it change (changes.py)
 
     @property
     def domain(self) -> str:

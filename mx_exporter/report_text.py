@@ -21,6 +21,7 @@ from mx_exporter.model import (
     DomainReport,
     Exchange,
     Misconfiguration,
+    RecordSet,
     Resolution,
     Sender,
     SmtpOutcome,
@@ -94,6 +95,16 @@ def bouncing(report: DomainReport) -> list[Sender]:
     if report.resolution.null_mx:
         return []
     return [s for s, d in report.verdict.deliveries.items() if d.outcome is DeliveryOutcome.BOUNCED]
+
+
+def records_change_text(records: RecordSet, now: float) -> str:
+    """Says "changed 14 min ago: +10 mx3.example.org, (minus) 10 mx1.example.org" or when it was first seen."""
+    minutes = max(0, round((now - records.changed_at) / 60))
+    if not records.added and not records.removed:
+        return f"unchanged since first seen {minutes} min ago"
+    diff = [f"+{m}" for m in records.added] + [f"\u2212{m}" for m in records.removed]
+    shown = ", ".join(clean(m) for m in diff[:6]) + (f", … ({len(diff) - 6} more)" if len(diff) > 6 else "")
+    return f"changed {minutes} min ago: {shown}"
 
 
 def delivery_text(delivery: Delivery) -> str:

@@ -20,6 +20,7 @@ from mx_exporter.report_text import (
     delivery_text,
     dns_is_notable,
     exit_code,
+    records_change_text,
     state,
     verdict_line,
 )
@@ -133,6 +134,8 @@ def _facts(report: DomainReport, now: float) -> str:
     ]
     for sender, delivery in verdict.deliveries.items():
         items.append((sender.value, delivery_text(delivery)))
+    if report.records is not None:
+        items.append(("MX set", records_change_text(report.records, now)))
     lis = "".join(f"<li>{e(k)}: <b>{e(v)}</b></li>" for k, v in items)
     return f'<ul class="facts">{lis}<li class="refreshed">last refresh: <b>{_when(report, now)}</b></li></ul>'
 

@@ -193,6 +193,11 @@ class NsdServer:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=5)
 
+    def reload(self) -> None:
+        """Re-read the zone file (SIGHUP, nsd(8)): tests change a zone under a running exporter."""
+        assert self._process is not None and self._process.poll() is None, "NSD is not running"
+        self._process.send_signal(signal.SIGHUP)
+
     def stop(self) -> None:
         self._terminate()
         if self._state is not None:

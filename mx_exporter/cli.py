@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from mx_exporter import __version__
-from mx_exporter.engine import CycleCache, Prober
+from mx_exporter.egress import BLOCKED_TEXT, Egress, check_egress, parse_canary
+from mx_exporter.engine import CycleCache, Prober, smtp_policy
 from mx_exporter.loop import run_event_loop
 from mx_exporter.model import DomainReport
 from mx_exporter.resolve import normalize_domain
@@ -109,11 +110,20 @@ def _setup_logging(level: str) -> None:
     )
 
 
-async def _check(settings: Settings, domains: list[str]) -> list[DomainReport]:
+async def _check(settings: Settings, domains: list[str]) -> tuple[Egress | None, list[DomainReport]]:
+    """The egress canaries first (when configured): while none can be reached no domain is judged."""
     prober = Prober(settings)
+    canaries = [parse_canary(c) for c in settings.egress.canaries]
+    if canaries:
+        egress = await check_egress(
+            canaries, prober.resolver, settings.resolver.timeout, smtp_policy(settings)
+        )
+        if not egress.up:
+            return egress, []
     cache = CycleCache()
     config = {d.name: d for d in settings.domains}
-    return list(await asyncio.gather(*(prober.probe(d, cache, config.get(d)) for d in domains)))
+    reports = list(await asyncio.gather(*(prober.probe(d, cache, config.get(d)) for d in domains)))
+    return (egress if canaries else None), reports
 
 
 def run_check(argv: Sequence[str]) -> int:
@@ -127,11 +137,24 @@ def run_check(argv: Sequence[str]) -> int:
         print(f"mx-exporter check: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     _setup_logging("warning" if settings.log_level == "info" else settings.log_level)
-    reports = run_event_loop(_check(settings, domains))
+    egress, reports = run_event_loop(_check(settings, domains))
+    if egress is not None and not egress.up:
+        said = {"state": egress.state.value, "detail": egress.detail}
+        if ns.output == "json":
+            print(json.dumps({"domains": [], "exit_code": EXIT_CONFIG_ERROR, "egress": said}, indent=2))
+        else:
+            print(f"{BLOCKED_TEXT} ({egress.state.value}: {egress.detail})")
+            print(
+                f"Not judged: {', '.join(domains)}. Fix outbound port 25 (see the README runbook), then retry."
+            )
+        return EXIT_CONFIG_ERROR  # 3: nothing can be said about the domains from here
     codes = [exit_code(r) for r in reports]
     worst = worst_exit_code(codes)
     if ns.output == "json":
-        print(json.dumps({"domains": [to_json(r) for r in reports], "exit_code": worst}, indent=2))
+        document: dict[str, object] = {"domains": [to_json(r) for r in reports], "exit_code": worst}
+        if egress is not None:
+            document["egress"] = {"state": egress.state.value, "detail": egress.detail}
+        print(json.dumps(document, indent=2))
     else:
         color = ns.color == "always" or (ns.color == "auto" and sys.stdout.isatty())
         print(render_run(reports, color=color))  # problems first, then a summary line

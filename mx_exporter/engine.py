@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mx_exporter.assess import Expectations, build_report
+from mx_exporter.egress import Egress, check_egress, parse_canary, suspected
 from mx_exporter.model import (
     AddressResult,
     DnsStatus,
@@ -236,6 +237,8 @@ class Watcher:
         self.domains = watched_domains(settings)
         self.names = {d.name for d in self.domains}
         self.configured = {d.name: d for d in settings.domains}  # per-domain options, also for /probe
+        self.egress: Egress | None = None  # the last canary check (None: no canaries)
+        self.egress_suspected = False  # the heuristic of the last refresh
         metrics.domains.set(len(self.domains))
 
     def apply(self, settings: Settings) -> None:
@@ -251,8 +254,23 @@ class Watcher:
         self.metrics.domains.set(len(self.domains))
         self._wake.set()
 
+    async def check_egress(self) -> Egress | None:
+        """The canaries first: while none can be connected to, this refresh's verdicts are inconclusive."""
+        canaries = [parse_canary(c) for c in self.settings.egress.canaries]
+        if not canaries:
+            self.egress = self.metrics.egress = None
+            return None
+        egress = await check_egress(
+            canaries, self.prober.resolver, self.settings.resolver.timeout, smtp_policy(self.settings)
+        )
+        if not egress.up:
+            log.warning("egress check failed (%s): %s", egress.state.value, egress.detail)
+        self.egress = self.metrics.egress = egress
+        return egress
+
     async def refresh_once(self) -> None:
         started = time.monotonic()
+        await self.check_egress()
         prober, pending = self.prober, iter(list(self.domains))
         cache = prober.new_cycle()
 
@@ -262,6 +280,11 @@ class Watcher:
 
         await asyncio.gather(*(worker() for _ in range(min(DOMAIN_WORKERS, len(self.domains)))))
         cache.tally.finish(cache.names.hits)
+        finished = [
+            t.result() for t in cache.results.values() if t.done() and not t.cancelled() and not t.exception()
+        ]
+        self.egress_suspected = suspected(finished)
+        self.metrics.egress_suspected.set(1 if self.egress_suspected else 0)
         self.metrics.refresh_duration.observe(time.monotonic() - started)
         self.metrics.refreshes.inc()
         self.metrics.last_refresh.set(time.time())

@@ -237,6 +237,28 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "SMTP sessions opened during the last finished refresh cycle",
     ),
     MetricSpec("mx_exporter_asyncio_tasks", "gauge", (), "asyncio tasks alive in the exporter's event loop"),
+    MetricSpec(
+        "mx_exporter_egress_up",
+        "gauge",
+        (),
+        "1 when this exporter could connect to one of its egress canaries (egress.canaries) at the start of the "
+        "last refresh; 0: outbound port 25 is blocked here and domain verdicts are inconclusive; absent without "
+        "canaries",
+    ),
+    MetricSpec(
+        "mx_exporter_egress_state",
+        "gauge",
+        ("state",),
+        "1 for how the last egress canary check ended: up, connect_timeout, connection_refused, unresolved; "
+        "absent without canaries",
+    ),
+    MetricSpec(
+        "mx_exporter_egress_suspected",
+        "gauge",
+        (),
+        "1 when at least 90 % of the distinct addresses of the last refresh failed with connect timeouts: "
+        "outbound port 25 may be blocked (a heuristic; configure egress.canaries to know)",
+    ),
 )
 
 # Only for the /probe endpoint (multi-target pattern), never on /metrics.

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import platform
 from collections import Counter as Counter_
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from mx_exporter import __version__
+from mx_exporter.egress import Egress, EgressState
 from mx_exporter.metrics import spec
 from mx_exporter.resolve import RESULTS as DNS_RESULTS
 
@@ -47,10 +51,34 @@ class ExporterMetrics:
         self.last_refresh_sessions = gauge("mx_exporter_last_refresh_smtp_sessions")
         self.tasks = gauge("mx_exporter_asyncio_tasks")
         self.tasks.set_function(_running_tasks)
+        self.egress_suspected = gauge("mx_exporter_egress_suspected")
+        self.egress: Egress | None = None  # the last canary check; None without canaries (no series)
+        registry.register(_EgressCollector(self))
         for result in DNS_RESULTS:  # every result of the closed set from the start, so rates never miss one
             self.last_refresh_dns.labels(result=result).set(0)
             for rdtype in ("MX", "A", "AAAA"):
                 self.dns_queries.labels(type=rdtype, result=result)
+
+
+class _EgressCollector(Collector):
+    """The canary check's series, present only while canaries are configured (an absent check is no "up")."""
+
+    def __init__(self, metrics: ExporterMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        egress = self.metrics.egress
+        if egress is None:
+            return
+        up, state = spec("mx_exporter_egress_up"), spec("mx_exporter_egress_state")
+        yield GaugeMetricFamily(up.name, up.help, value=1.0 if egress.up else 0.0)
+        family = GaugeMetricFamily(state.name, state.help, labels=state.labels)
+        for member in EgressState:
+            family.add_metric([member.value], 1.0 if egress.state is member else 0.0)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # collected on demand: nothing to check at registration
 
 
 class RefreshTally:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from mx_exporter.egress import parse_canary
 from mx_exporter.model import Family
 from mx_exporter.resolve import normalize_domain, parse_nameserver
 
@@ -123,6 +124,18 @@ class ShardSettings(_Strict):
         return self
 
 
+class EgressSettings(_Strict):
+    # host:port targets the operator trusts (their own MX, a big provider's MX), probed first in every refresh.
+    canaries: Annotated[list[str], Field(max_length=16)] = Field(default_factory=list)
+
+    @field_validator("canaries")
+    @classmethod
+    def _canaries_parse(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parse_canary(item)
+        return value
+
+
 class WebSettings(_Strict):
     config_file: str | None = None
 
@@ -168,6 +181,7 @@ class Settings(BaseSettings):
     probe: ProbeSettings = Field(default_factory=ProbeSettings)
     shard: ShardSettings = Field(default_factory=ShardSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    egress: EgressSettings = Field(default_factory=EgressSettings)
     domains: list[DomainSettings] = Field(default_factory=list)
 
     @field_validator("ehlo_name")

@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 from urllib.parse import quote
 
+from mx_exporter.egress import BLOCKED_TEXT, Egress
 from mx_exporter.model import DomainReport
 from mx_exporter.report_text import clean
-from mx_exporter.statuspage_sections import STATE_CSS, STATE_LABEL, WAITING, e, line, page_state, section
+from mx_exporter.statuspage_sections import STATE_CSS, STATE_LABEL, WAITING, e, line, page_state, section, t
 
 # No script, no external fetches of any kind; the filter form may only submit to this page's origin.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
@@ -36,6 +37,8 @@ CSS = """
 body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);
 background:var(--bg)}
 header,main,footer{max-width:78rem;margin:0 auto;padding:.75rem 1rem}
+.egress{padding:.6rem .8rem;border-radius:.4rem;border:1px solid var(--line);background:var(--card)}
+.egress.blocked{border-color:var(--bad);color:var(--bad)}.egress.suspected{border-color:var(--warn)}
 header{display:flex;flex-wrap:wrap;align-items:baseline;gap:.5rem 1.5rem}
 h1{font-size:1.35rem;margin:0}h2{font-size:1.15rem;margin:0;word-break:break-all}
 nav a{margin-right:1rem}a{color:var(--info)}
@@ -206,6 +209,21 @@ def _domains(rows: list[Row], wanted: PageFilter, now: float) -> str:
     return "".join(parts)
 
 
+def _egress_note(egress: Egress | None, suspected: bool) -> str:
+    if egress is not None and not egress.up:
+        return (
+            f'<p class="egress blocked" role="alert"><b>{e(BLOCKED_TEXT)}</b> ({e(egress.state.value)}: '
+            f"{t(egress.detail)}). The verdicts below are from that refresh and inconclusive.</p>"
+        )
+    if suspected:
+        return (
+            '<p class="egress suspected" role="status">Nearly every address timed out connecting in the last '
+            "refresh: outbound port 25 may be blocked from this exporter (set <code>egress.canaries</code> to "
+            "know). Verdicts are shown unchanged.</p>"
+        )
+    return ""
+
+
 def render_status_page(
     reports: Sequence[DomainReport],
     *,
@@ -215,8 +233,11 @@ def render_status_page(
     probe_example: str = "example.org",
     q: str | None = None,
     state: str | None = None,
+    egress: Egress | None = None,
+    egress_suspected: bool = False,
 ) -> str:
-    """The whole page for the watched domains (reports for others are not shown), filtered by ``q``/``state``."""
+    """The whole page for the watched domains (reports for others are not shown), filtered by ``q``/``state``.
+    A failed egress check comes first: while it lasts no verdict below can be trusted."""
     by_domain = {r.domain: r for r in reports}
     names = list(dict.fromkeys(watched))
     rows = _ordered(names, by_domain)
@@ -233,7 +254,8 @@ def render_status_page(
         f'<header><h1>mx-exporter</h1><span class="version">{e(version)}</span><nav>'
         f'<a href="/metrics">/metrics</a><a href="{e(probe)}">/probe?target={e(probe_example)}</a>'
         '<a href="/config">/config</a></nav></header>'
-        f"<main>{_summary(rows, len(shown), wanted)}{_domains(shown, wanted, now)}</main>"
+        f"<main>{_egress_note(egress, egress_suspected)}{_summary(rows, len(shown), wanted)}"
+        f"{_domains(shown, wanted, now)}</main>"
         f'<footer class="muted">Rendered <time datetime="{generated}">{generated}</time>.</footer>'
         "</body></html>\n"
     )

@@ -149,6 +149,7 @@ class ExporterWeb:
         reports = [self.watcher.reports[n] for n in names if n in self.watcher.reports]
         example = names[0] if names else "example.org"
         q, state = request.query.get("q"), request.query.get("state")  # checked by the page, never an error
+        egress, suspected = self.watcher.egress, self.watcher.egress_suspected
 
         def render() -> str:
             return render_status_page(
@@ -159,6 +160,8 @@ class ExporterWeb:
                 probe_example=example,
                 q=q,
                 state=state,
+                egress=egress,
+                egress_suspected=suspected,
             )
 
         # A page of 10,000 domains takes a while to build: a worker thread keeps probes and scrapes answering.

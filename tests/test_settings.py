@@ -245,3 +245,14 @@ def test_intended_setup_expectations() -> None:
         str(err.value)
         == "flag --domains.0.expect.max_greeting_seconds: domains.0.expect.max_greeting_seconds: Input should be greater than 0"
     )
+
+
+def test_egress_canaries_are_checked_at_the_edge() -> None:
+    s = load_settings(None, {"ehlo_name": "probe.example.net", "egress": {"canaries": ["mx.example.net:25"]}})
+    assert s.egress.canaries == ["mx.example.net:25"]
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, {"ehlo_name": "probe.example.net", "egress": {"canaries": ["mx.example.net"]}})
+    assert str(err.value) == (
+        "flag --egress.canaries: egress.canaries: 'mx.example.net' is not host:port"
+        " (a port 1-65535 is required)"
+    )

@@ -24,6 +24,7 @@ from mx_exporter.model import (
     AddressResult,
     DnsStatus,
     DomainReport,
+    Family,
     RecordSet,
     Resolution,
     ResolvedAddress,
@@ -239,6 +240,7 @@ class Watcher:
         self.configured = {d.name: d for d in settings.domains}  # per-domain options, also for /probe
         self.egress: Egress | None = None  # the last canary check (None: no canaries)
         self.egress_suspected = False  # the heuristic of the last refresh
+        self.ipv6_no_route = False  # the last refresh's IPv6 connects found no route from this host
         metrics.domains.set(len(self.domains))
 
     def apply(self, settings: Settings) -> None:
@@ -285,6 +287,11 @@ class Watcher:
         ]
         self.egress_suspected = suspected(finished)
         self.metrics.egress_suspected.set(1 if self.egress_suspected else 0)
+        no_route = any(r.no_route_here and r.family is Family.IPV6 for r in finished)
+        if no_route and not self.ipv6_no_route:
+            log.warning("this host has no IPv6 route: AAAA results say nothing about the peers")
+        self.ipv6_no_route = no_route
+        self.metrics.ipv6_no_route.set(1 if no_route else 0)
         self.metrics.refresh_duration.observe(time.monotonic() - started)
         self.metrics.refreshes.inc()
         self.metrics.last_refresh.set(time.time())

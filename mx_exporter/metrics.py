@@ -253,6 +253,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "absent without canaries",
     ),
     MetricSpec(
+        "mx_exporter_ipv6_no_route",
+        "gauge",
+        (),
+        "1 when IPv6 connects in the last refresh failed with 'network unreachable': this exporter's host has no "
+        "IPv6 route, so its AAAA results say nothing about the peers (they never count as ipv6_broken)",
+    ),
+    MetricSpec(
         "mx_exporter_egress_suspected",
         "gauge",
         (),

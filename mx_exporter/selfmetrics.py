@@ -52,6 +52,7 @@ class ExporterMetrics:
         self.tasks = gauge("mx_exporter_asyncio_tasks")
         self.tasks.set_function(_running_tasks)
         self.egress_suspected = gauge("mx_exporter_egress_suspected")
+        self.ipv6_no_route = gauge("mx_exporter_ipv6_no_route")
         self.egress: Egress | None = None  # the last canary check; None without canaries (no series)
         registry.register(_EgressCollector(self))
         for result in DNS_RESULTS:  # every result of the closed set from the start, so rates never miss one

@@ -209,7 +209,17 @@ def _domains(rows: list[Row], wanted: PageFilter, now: float) -> str:
     return "".join(parts)
 
 
-def _egress_note(egress: Egress | None, suspected: bool) -> str:
+def _egress_note(egress: Egress | None, suspected: bool, ipv6_no_route: bool) -> str:
+    ipv6 = (
+        '<p class="egress suspected" role="status">This exporter\'s host has no IPv6 route: IPv6 results say '
+        "nothing about the mail hosts (they never count as ipv6_broken).</p>"
+        if ipv6_no_route
+        else ""
+    )
+    return _egress_blocked_note(egress, suspected) + ipv6
+
+
+def _egress_blocked_note(egress: Egress | None, suspected: bool) -> str:
     if egress is not None and not egress.up:
         return (
             f'<p class="egress blocked" role="alert"><b>{e(BLOCKED_TEXT)}</b> ({e(egress.state.value)}: '
@@ -235,6 +245,7 @@ def render_status_page(
     state: str | None = None,
     egress: Egress | None = None,
     egress_suspected: bool = False,
+    ipv6_no_route: bool = False,
 ) -> str:
     """The whole page for the watched domains (reports for others are not shown), filtered by ``q``/``state``.
     A failed egress check comes first: while it lasts no verdict below can be trusted."""
@@ -254,7 +265,7 @@ def render_status_page(
         f'<header><h1>mx-exporter</h1><span class="version">{e(version)}</span><nav>'
         f'<a href="/metrics">/metrics</a><a href="{e(probe)}">/probe?target={e(probe_example)}</a>'
         '<a href="/config">/config</a></nav></header>'
-        f"<main>{_egress_note(egress, egress_suspected)}{_summary(rows, len(shown), wanted)}"
+        f"<main>{_egress_note(egress, egress_suspected, ipv6_no_route)}{_summary(rows, len(shown), wanted)}"
         f"{_domains(shown, wanted, now)}</main>"
         f'<footer class="muted">Rendered <time datetime="{generated}">{generated}</time>.</footer>'
         "</body></html>\n"

@@ -150,6 +150,7 @@ class ExporterWeb:
         example = names[0] if names else "example.org"
         q, state = request.query.get("q"), request.query.get("state")  # checked by the page, never an error
         egress, suspected = self.watcher.egress, self.watcher.egress_suspected
+        no_route = self.watcher.ipv6_no_route
 
         def render() -> str:
             return render_status_page(
@@ -162,6 +163,7 @@ class ExporterWeb:
                 state=state,
                 egress=egress,
                 egress_suspected=suspected,
+                ipv6_no_route=no_route,
             )
 
         # A page of 10,000 domains takes a while to build: a worker thread keeps probes and scrapes answering.

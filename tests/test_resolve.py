@@ -161,6 +161,7 @@ EXPECTED: dict[str, Expect] = {
     "dribble.lab.test": Expect(mx10("mx.dribble.lab.test", plan.DRIBBLE)),
     "sink.lab.test": Expect(mx10("mx.sink.lab.test", plan.SINK)),
     "v6only.lab.test": Expect(mx10("mx.v6only.lab.test", plan.IPV6_ACCEPT)),
+    "dualstack.lab.test": Expect(mx10("mx.dualstack.lab.test", plan.V4_ONLY_PEER, plan.IPV6_ACCEPT)),
     "many.lab.test": Expect(mx10("mx.many.lab.test", *plan.MANY[:5])),
     "shared1.lab.test": Expect(mx10("mx.shared1.lab.test", plan.ACCEPT_1)),
     "shared2.lab.test": Expect(mx10("mx.shared2.lab.test", plan.ACCEPT_1)),

@@ -28,6 +28,7 @@ import dns.rcode
 import dns.rdatatype
 
 from tests.lab.conformance_scenarios import HOLE, NSD_ADDRESS
+from tests.lab.nsd import SERVER_TEMPLATE
 
 NETNS_MARK = "MX_CONFORMANCE_NETNS"  # set for the re-exec'd runner: the network namespace it came from
 UNAVAILABLE = 77  # exit status of the runner when the lab cannot run here (the test skips on it)
@@ -153,28 +154,8 @@ def private_etc(workdir: Path) -> Iterator[None]:
             subprocess.run(["umount", target], capture_output=True, check=False, timeout=30)
 
 
-NSD_CONF = """\
-server:
-    ip-address: {address}@53
-    port: 53
-    username: ""
-    chroot: ""
-    zonesdir: "{state}"
-    database: ""
-    zonelistfile: "{state}/zone.list"
-    pidfile: "{state}/nsd.pid"
-    xfrdfile: "{state}/xfrd.state"
-    xfrdir: "{state}"
-    server-count: 1
-    verbosity: 1
-    do-ip6: no
-    reuseport: no
-    hide-version: yes
-    zonefiles-write: 0
-    rrl-ratelimit: 0
-remote-control:
-    control-enable: no
-"""
+# The lab NSD's server settings (tests/lab/nsd.py), on port 53: /etc/resolv.conf has no port.
+NSD_CONF = SERVER_TEMPLATE.replace("{port}", "53").replace("{identity}", "mx-exporter-conformance")
 
 
 class LabNsd:

@@ -38,7 +38,7 @@ STARTUP_TIMEOUT = 10.0  # seconds for NSD to answer an SOA query
 START_ATTEMPTS = 5  # fresh ports to try when another process wins the bind race
 RACE_SIGNS = ("another server answers", "can't bind", "Address already in use")
 
-CONF_TEMPLATE = """\
+SERVER_TEMPLATE = """\
 server:
     ip-address: {address}@{port}
     port: {port}
@@ -63,6 +63,10 @@ server:
     rrl-ratelimit: 0
 remote-control:
     control-enable: no
+"""
+CONF_TEMPLATE = (
+    SERVER_TEMPLATE
+    + """\
 zone:
     name: "{zone}"
     zonefile: "{zonefile}"
@@ -71,6 +75,7 @@ zone:
     name: "broken.test"
     zonefile: "{state}/broken.test.zone"
 """
+)
 
 
 def free_port(address: str = ADDRESS) -> int:

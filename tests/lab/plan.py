@@ -26,6 +26,9 @@ FAILOVER_BACKUP = "127.0.0.31"  # aiosmtpd: accepting; tests stop and start it
 SINK = "127.0.0.40"  # Postfix smtp-sink (a real MTA-grade peer)
 MANY = tuple(f"127.0.0.{n}" for n in range(50, 57))  # 7 addresses of one exchange, all accepting (aiosmtpd)
 IPV6_ACCEPT = "::1"  # aiosmtpd: accepting
+V4_ONLY_PEER = (
+    "127.0.0.77"  # nothing in the shared lab; tests/test_ipv6_parity.py runs an IPv4-only peer here
+)
 PRIVATE = "10.255.255.1"  # in the zone only; outside allow_networks, so it must never be connected to
 
 MULTILINE_PAUSE = 1.0
@@ -74,6 +77,7 @@ DOMAINS = {
     "dribble.lab.test": "MX 10 -> DRIBBLE",
     "sink.lab.test": "MX 10 -> SINK (smtp-sink)",
     "v6only.lab.test": "MX 10 -> AAAA IPV6_ACCEPT only",
+    "dualstack.lab.test": "MX 10 -> A V4_ONLY_PEER (closed in the shared lab) and AAAA IPV6_ACCEPT",
     "many.lab.test": "MX 10 -> one exchange with the 7 MANY addresses (capped at 5 per exchange)",
     "shared1.lab.test": "MX 10 -> ACCEPT_1 (shares the address with healthy: probed once per refresh)",
     "shared2.lab.test": "MX 10 -> ACCEPT_1",

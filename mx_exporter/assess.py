@@ -10,6 +10,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from itertools import groupby
 
+from mx_exporter.assess_transport import (
+    domain_dane,
+    exchange_dane,
+    sts_verdict,
+    tls_rpt_verdict,
+    tlsa_of,
+    usable_records,
+)
 from mx_exporter.changes import track
 from mx_exporter.model import (
     AddressResult,
@@ -25,10 +33,12 @@ from mx_exporter.model import (
     Sender,
     SmtpOutcome,
     Tier,
+    TlsaLookup,
     Verdict,
 )
 from mx_exporter.senders import deliveries
 from mx_exporter.tls import cert_valid_for
+from mx_exporter.transport import TransportLookup
 
 TCP_REFUSED = frozenset({SmtpOutcome.CONNECTION_REFUSED, SmtpOutcome.CONNECT_TIMEOUT})
 NOT_PROBED = "not probed"
@@ -99,7 +109,9 @@ class Expectations:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
-def _exchange(resolved: ResolvedExchange, results: Mapping[str, AddressResult]) -> Exchange:
+def _exchange(
+    resolved: ResolvedExchange, results: Mapping[str, AddressResult], tlsa: TlsaLookup | None, now: float
+) -> Exchange:
     """Attach each address's shared result; an address the probe never reached counts as skipped."""
     addresses: list[AddressResult] = []
     seen: set[str] = set()
@@ -126,6 +138,9 @@ def _exchange(resolved: ResolvedExchange, results: Mapping[str, AddressResult]) 
         cname_target=resolved.cname_target,
         problems=problems,
         lookup=resolved.lookup,
+        tlsa=tlsa,
+        dane=exchange_dane(tlsa, tuple(addresses), resolved.name, now),
+        tlsa_usable=usable_records(tlsa),
     )
 
 
@@ -139,8 +154,15 @@ def ipv6_broken(addresses: list[AddressResult]) -> bool:
     return bool(tried) and len(tried) == len(v6) and not any(a.up for a in v6) and v4_up
 
 
-def build_tiers(resolution: Resolution, results: Mapping[str, AddressResult]) -> tuple[Tier, ...]:
+def build_tiers(
+    resolution: Resolution,
+    results: Mapping[str, AddressResult],
+    tlsa: Mapping[str, TlsaLookup] | None = None,
+    now: float = 0.0,
+) -> tuple[Tier, ...]:
     """Group the exchanges by preference, ascending; exchanges keep name order inside a tier.
+
+    ``tlsa``: each exchange's TLSA lookup (transport.py), matched per address at ``now`` (unix seconds).
 
     The implicit MX (fallback to A/AAAA) arrives as one exchange at preference 0 and is treated like any
     other. Null MX, NXDOMAIN and the other statuses without exchanges give no tiers.
@@ -156,7 +178,7 @@ def build_tiers(resolution: Resolution, results: Mapping[str, AddressResult]) ->
             if resolved.name in names:  # defensive: the resolver lists each name once
                 continue
             names.add(resolved.name)
-            exchanges.append(_exchange(resolved, results))
+            exchanges.append(_exchange(resolved, results, (tlsa or {}).get(resolved.name), now))
         tiers.append(Tier(preference=preference, exchanges=tuple(exchanges)))
     return tuple(tiers)
 
@@ -223,7 +245,10 @@ def _expectations_met(
 
 
 def assess(
-    resolution: Resolution, tiers: tuple[Tier, ...], expectations: Expectations | None = None
+    resolution: Resolution,
+    tiers: tuple[Tier, ...],
+    expectations: Expectations | None = None,
+    transport: TransportLookup | None = None,
 ) -> Verdict:
     """The domain's verdict; ``tiers`` must be ascending by preference, as build_tiers returns them."""
     up_tiers = [t for t in tiers if t.up]
@@ -247,6 +272,13 @@ def assess(
         expectations=met,
         intended_setup=next((name for name in ("nolisting", "greylisting") if met.get(name)), ""),
         ipv6_deliverable=any(a.up and a.family is Family.IPV6 for t in tiers for a in _addresses(t)),
+        dane=domain_dane(tiers),
+        mta_sts=(
+            sts_verdict(transport.sts, tiers, deliverable)
+            if transport is not None and transport.sts is not None
+            else None
+        ),
+        tls_rpt=tls_rpt_verdict(transport) if transport is not None else None,
     )
 
 
@@ -257,13 +289,15 @@ def build_report(
     finished_at: float,
     expectations: Expectations | None = None,
     previous_records: RecordSet | None = None,
+    transport: TransportLookup | None = None,
 ) -> DomainReport:
-    """Resolution + shared per-address results -> the finished report the collector and status page read."""
-    tiers = build_tiers(resolution, results)
+    """Resolution + shared per-address results (+ the transport lookups) -> the finished report the collector
+    and status page read."""
+    tiers = build_tiers(resolution, results, tlsa_of(transport), finished_at)
     return DomainReport(
         resolution=resolution,
         tiers=tiers,
-        verdict=assess(resolution, tiers, expectations),
+        verdict=assess(resolution, tiers, expectations, transport),
         probe_seconds=probe_seconds,
         finished_at=finished_at,
         records=track(previous_records, resolution, finished_at),

@@ -23,12 +23,16 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from mx_exporter import metrics
 from mx_exporter.model import (
     AddressResult,
+    DaneState,
     DeliveryOutcome,
     DnsStatus,
     DomainReport,
     Exchange,
     Misconfiguration,
+    PolicyMode,
+    PolicyState,
     SmtpOutcome,
+    Verdict,
 )
 
 Sample = tuple[str, tuple[str, ...], float]  # (metric name, label values in catalogue order, value)
@@ -72,6 +76,7 @@ def domain_samples(report: DomainReport) -> list[Sample]:
     out += [("mx_misconfiguration", (*d, k.value), _b(k in kinds)) for k in Misconfiguration]
     if res.ttl is not None:
         out.append(("mx_record_ttl_seconds", d, res.ttl))
+    out += _transport_samples(d, verdict)
     records = report.records
     if records is not None:
         out.append(("mx_record_set_info", (*d, records.digest, records.records), 1.0))
@@ -84,17 +89,49 @@ def domain_samples(report: DomainReport) -> list[Sample]:
     return out
 
 
+def _transport_samples(d: tuple[str, ...], verdict: Verdict) -> list[Sample]:
+    out: list[Sample] = []
+    dane = verdict.dane
+    if dane is not None:
+        out += [
+            ("mx_dane_applies", d, _b(dane.applies)),
+            ("mx_dane_valid", d, _b(dane.valid)),
+            ("mx_dane_bogus", d, _b(dane.bogus)),
+        ]
+    sts = verdict.mta_sts
+    if sts is not None:
+        out += [("mx_mta_sts_policy_state", (*d, s.value), _b(sts.state is s)) for s in PolicyState]
+        out += [("mx_mta_sts_mode", (*d, m.value), _b(sts.mode is m)) for m in PolicyMode]
+        if sts.mode is not None:
+            out += [
+                ("mx_mta_sts_max_age_seconds", d, float(sts.max_age or 0)),
+                ("mx_mta_sts_mx_match", d, _b(sts.mx_match)),
+                ("mx_mta_sts_certificates_valid", d, _b(sts.certificates_valid)),
+            ]
+        out.append(("mx_mta_sts_deliverable", d, _b(sts.deliverable)))
+    if verdict.tls_rpt is not None:
+        out.append(("mx_tls_rpt_valid", d, _b(verdict.tls_rpt.valid)))
+    return out
+
+
 def exchange_samples(exchange: Exchange) -> list[Sample]:
     """An exchange name's facts and the facts of each session with its addresses (no domain label)."""
     x = (exchange.name,)
     out: list[Sample] = [("mx_exchange_up", x, _b(exchange.up))]
+    if exchange.tlsa is not None:
+        out.append(("mx_dane_tlsa_records", x, float(exchange.tlsa_usable)))
+    dane = {d.address: d.state for d in exchange.dane}
     seen: set[str] = set()
     for address in exchange.addresses:
         if (
             address.address not in seen
         ):  # assessment lists each once; a duplicate series would void the scrape
             seen.add(address.address)
-            out += _address_samples((*x, address.address, address.family.value), address)
+            a = (*x, address.address, address.family.value)
+            out += _address_samples(a, address)
+            state = dane.get(address.address)
+            if state is not None:
+                out += [("mx_dane_state", (*a, s.value), _b(state is s)) for s in DaneState]
     return out
 
 

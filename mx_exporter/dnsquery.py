@@ -3,7 +3,8 @@
 Why not ``dns.asyncresolver.Resolver.resolve``: it spends most of a refresh's CPU building and parsing messages
 with the general-purpose codec and opening a datagram socket per question (``bench/dns_cost.py`` measures it
 against this client and the other candidates). This client keeps dnspython for names and for reading
-``/etc/resolv.conf``, and does the wire work itself, for the three types the exporter asks (MX, A, AAAA):
+``/etc/resolv.conf``, and does the wire work itself, for the types the exporter asks (MX, A, AAAA; TXT and TLSA
+for the transport-security checks):
 
 - **Sockets.** Per nameserver a pool of at most ``POOL_SIZE`` connected UDP sockets, each on a random ephemeral
   port, read straight from the event loop (``add_reader``). A socket takes new questions for at most
@@ -26,6 +27,10 @@ against this client and the other candidates). This client keeps dnspython for n
   most 255 octets, compression pointers strictly backwards, no trailing bytes); at most ``MAX_IN_FLIGHT``
   questions on the wire per client; at most ``MAX_CHAIN`` CNAMEs followed; optional pacing of every query put on
   the wire (a token bucket; a query that would wait past the lifetime is a timeout without being sent).
+- **DNSSEC, as a stub.** Every query sets AD (RFC 6840 §5.7 asks a validating resolver to say whether the answer
+  validated, without DO); ``Reply.secure`` is the answer's AD bit. The client validates nothing itself: trusting
+  AD is the operator's choice (``resolver.dnssec``), as Postfix and Exim trust their local validating resolver.
+  ``query(..., checking_disabled=True)`` sets CD, so a SERVFAIL that then answers is told apart as bogus.
 """
 
 from __future__ import annotations
@@ -60,7 +65,11 @@ MAX_MESSAGE = 65535  # largest answer read (the DNS maximum; UDP answers beyond 
 MAX_CHAIN = 16  # as dnspython: the 16th CNAME in a chain is an error
 _READS_PER_WAKEUP = 64  # datagrams read per readiness callback, so one busy socket cannot starve the loop
 
-TYPES = {"A": 1, "MX": 15, "AAAA": 28}
+TYPES = {"A": 1, "MX": 15, "TXT": 16, "AAAA": 28, "TLSA": 52}
+_RAW_RDATA = frozenset({16, 52})  # TXT (its strings joined) and TLSA (as sent): kept as bytes for the caller
+_FLAGS_RD_AD = 0x0120  # recursion desired, authentic data (RFC 6840 §5.7)
+_FLAG_CD = 0x0010  # checking disabled: the resolver answers even when validation fails
+_FLAG_AD = 0x0020
 _CNAME, _SOA, _OPT = 5, 6, 41
 _NAME_RDATA = frozenset({2, 5, 12, 39})  # NS, CNAME, PTR, DNAME: rdata is one name
 _RCODES = {
@@ -114,6 +123,8 @@ class Reply:
     result: Result
     addresses: tuple[str, ...] = ()  # A/AAAA answers, in answer order, duplicates removed
     mx: tuple[Mx, ...] = ()  # MX answers, in answer order, duplicates removed
+    records: tuple[bytes, ...] = ()  # TXT (strings of one record joined) and TLSA (rdata as sent) answers
+    secure: bool = False  # the resolver set AD: it validated the answer (or the denial) with DNSSEC
     ttl: int | None = None  # answers: the RRset's TTL
     cache_ttl: int | None = None  # how long this may be reused: the chain's lowest TTL; None = no TTL known
     canonical: dns.name.Name | None = None  # where a CNAME chain from the question led, when there was one
@@ -167,8 +178,9 @@ def encode_question(qname: dns.name.Name, rdtype: int) -> bytes:
     return wire + struct.pack("!HH", rdtype, 1)
 
 
-def encode_query(qid: int, question: bytes) -> bytes:
-    return _HEADER.pack(qid, 0x0100, 1, 0, 0, 1) + question + _OPT_RR  # RD, one question, one OPT
+def encode_query(qid: int, question: bytes, checking_disabled: bool = False) -> bytes:
+    flags = _FLAGS_RD_AD | (_FLAG_CD if checking_disabled else 0)
+    return _HEADER.pack(qid, flags, 1, 0, 0, 1) + question + _OPT_RR  # one question, one OPT
 
 
 def _name(wire: bytes, offset: int) -> tuple[tuple[bytes, ...], int]:
@@ -220,6 +232,7 @@ class _Message:
     truncated: bool
     answer: list[_Record]
     authority: list[_Record]
+    authentic: bool = False  # AD
 
 
 def parse_message(wire: bytes) -> _Message:
@@ -259,7 +272,8 @@ def parse_message(wire: bytes) -> _Message:
             offset = end
     if offset != size:
         raise MalformedResponse("trailing bytes after the last record")
-    return _Message((ext_rcode << 4) | (flags & 0x0F), bool(flags & 0x0200), answer, authority)
+    rcode = (ext_rcode << 4) | (flags & 0x0F)
+    return _Message(rcode, bool(flags & 0x0200), answer, authority, bool(flags & _FLAG_AD))
 
 
 def _rdata(wire: bytes, start: int, end: int, rdtype: int, keep: bool) -> object:
@@ -283,12 +297,32 @@ def _rdata(wire: bytes, start: int, end: int, rdtype: int, keep: bool) -> object
         if after != end:
             raise MalformedResponse("a name record with bytes after its name")
         return labels
+    if rdtype in _RAW_RDATA:
+        return _raw(wire, start, end, rdtype) if keep else None
     if rdtype == _SOA:
         after = _name(wire, _name(wire, start)[1])[1]
         if after + 20 != end:
             raise MalformedResponse("an SOA record of the wrong length")
         return _SOA_TAIL.unpack_from(wire, after)[4]  # minimum
     return None
+
+
+def _raw(wire: bytes, start: int, end: int, rdtype: int) -> bytes:
+    """TLSA rdata as sent (usage, selector, matching type, data); a TXT record's strings joined (RFC 7208 §3.3
+    and RFC 8461 §3.1 read one record as its strings concatenated)."""
+    if rdtype == 52:
+        if end - start < 4:
+            raise MalformedResponse("a TLSA record too short")
+        return wire[start:end]
+    parts: list[bytes] = []
+    offset = start
+    while offset < end:
+        stop = offset + 1 + wire[offset]
+        if stop > end:
+            raise MalformedResponse("a TXT string runs past its record")
+        parts.append(wire[offset + 1 : stop])
+        offset = stop
+    return b"".join(parts)
 
 
 def _rrset(records: list[_Record], owner: tuple[bytes, ...], rdtype: int) -> list[_Record]:
@@ -343,6 +377,9 @@ def classify(message: _Message, qname: dns.name.Name, rdtype: int) -> Reply:
             if key not in unique:
                 unique[key] = Mx(preference, dns.name.Name((*labels, b"")))
         return Reply("answer", mx=tuple(unique.values()), ttl=ttl, cache_ttl=min_ttl, canonical=canonical)
+    if rdtype in _RAW_RDATA:
+        records = tuple(dict.fromkeys(cast(bytes, r.data) for r in found))
+        return Reply("answer", records=records, ttl=ttl, cache_ttl=min_ttl, canonical=canonical)
     addresses = tuple(dict.fromkeys(str(r.data) for r in found))
     return Reply("answer", addresses=addresses, ttl=ttl, cache_ttl=min_ttl, canonical=canonical)
 
@@ -578,8 +615,16 @@ class DnsClient:
 
     # -- one question
 
-    async def query(self, qname: dns.name.Name, rdtype: str, lifetime: float | None = None) -> Reply:
-        """Ask for the (absolute) name's MX, A or AAAA; every outcome is a Reply, none raises."""
+    async def query(
+        self,
+        qname: dns.name.Name,
+        rdtype: str,
+        lifetime: float | None = None,
+        checking_disabled: bool = False,
+    ) -> Reply:
+        """Ask for the (absolute) name's records of one of TYPES; every outcome is a Reply, none raises.
+
+        checking_disabled sets CD: a validating resolver then answers what validation would reject (bogus)."""
         state = self._state()
         loop = state.loop
         lifetime = self.lifetime if lifetime is None else lifetime
@@ -622,9 +667,9 @@ class DnsClient:
             label = _label(server)
             async with state.in_flight:
                 if use_tcp:
-                    got = await self._ask_tcp(server, question, timeout)
+                    got = await self._ask_tcp(server, question, timeout, checking_disabled)
                 else:
-                    got = await self._ask_udp(state, server, question, timeout)
+                    got = await self._ask_udp(state, server, question, timeout, checking_disabled)
             was_tcp, use_tcp = use_tcp, False
             if got is _TIMED_OUT:
                 silent += 1
@@ -651,7 +696,9 @@ class DnsClient:
                     errors.append(f"{label}: {exc}")
                     servers.remove(server)
                     continue
-                return dataclasses.replace(reply, tcp_retry=True) if tcp_retry else reply
+                if tcp_retry or message.authentic:
+                    reply = dataclasses.replace(reply, tcp_retry=tcp_retry, secure=message.authentic)
+                return reply
             rcode = _RCODES.get(message.rcode, f"rcode {message.rcode}")
             if message.rcode == 6:  # YXDOMAIN ends the question (dnspython raises it)
                 return Reply("error", detail=f"{label} answered {rcode}", tcp_retry=tcp_retry)
@@ -660,7 +707,7 @@ class DnsClient:
         return Reply("timeout", detail=_summary(errors, silent), tcp_retry=tcp_retry)
 
     async def _ask_udp(
-        self, state: _LoopState, server: tuple[str, int], question: bytes, wait: float
+        self, state: _LoopState, server: tuple[str, int], question: bytes, wait: float, cd: bool
     ) -> bytes | Exception | object:
         try:
             sock = state.socket_for(server)
@@ -672,7 +719,7 @@ class DnsClient:
         while qid in sock.pending:
             qid = _ENTROPY.u16()
         try:
-            sock.send(qid, waiter, encode_query(qid, question))
+            sock.send(qid, waiter, encode_query(qid, question, cd))
         except OSError as exc:
             return exc
         timer = state.loop.call_later(wait, _expire, future)
@@ -686,10 +733,10 @@ class DnsClient:
         return _TIMED_OUT if data is None else data
 
     async def _ask_tcp(
-        self, server: tuple[str, int], question: bytes, wait: float
+        self, server: tuple[str, int], question: bytes, wait: float, cd: bool
     ) -> bytes | Exception | object:
         qid = _ENTROPY.u16()
-        wire = encode_query(qid, question)
+        wire = encode_query(qid, question, cd)
         writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(wait):

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mx_exporter.assess import Expectations, build_report
 from mx_exporter.egress import Egress, check_egress, parse_canary, suspected
@@ -29,10 +30,12 @@ from mx_exporter.model import (
     Resolution,
     ResolvedAddress,
 )
-from mx_exporter.resolve import NameCache, ResolvePolicy, make_resolver, resolve_domain
+from mx_exporter.mtasts import PolicyCache
+from mx_exporter.resolve import Asker, NameCache, ResolvePolicy, make_resolver, resolve_domain
 from mx_exporter.selfmetrics import ExporterMetrics, RefreshTally
 from mx_exporter.settings import DomainSettings, Settings
 from mx_exporter.smtp import SmtpPolicy, probe_address
+from mx_exporter.transport import TransportLookup, TransportPolicy, lookup_transport
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,20 @@ def resolve_policy(settings: Settings) -> ResolvePolicy:
     )
 
 
+def transport_policy(settings: Settings, domain: DomainSettings | None = None) -> TransportPolicy:
+    """Which transport checks run for the domain: its own switches, else the global ones; DANE only when the
+    resolver's AD bit is trusted (resolver.dnssec: require)."""
+    dane = domain.dane if domain is not None and domain.dane is not None else settings.dane.enabled
+    sts = domain.mta_sts if domain is not None and domain.mta_sts is not None else settings.mta_sts.enabled
+    return TransportPolicy(
+        dane=dane and settings.resolver.dnssec == "require",
+        mta_sts=sts,
+        ca_file=settings.mta_sts.ca_file,
+        fetch_timeout=settings.mta_sts.timeout,
+        max_policy_bytes=settings.mta_sts.max_policy_bytes,
+    )
+
+
 def expectations_of(domain: DomainSettings | None) -> Expectations | None:
     if domain is None:
         return None
@@ -126,6 +143,7 @@ class Prober:
         on_session: Callable[[], None] | None = None,
         in_flight: dict[AddressKey, asyncio.Task[AddressResult]] | None = None,
         metrics: ExporterMetrics | None = None,
+        policies: PolicyCache | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -136,6 +154,8 @@ class Prober:
         # Shared across reloads, so a session still open from before a reload is joined, not doubled.
         self.in_flight = in_flight if in_flight is not None else {}
         self.on_session = on_session
+        # MTA-STS policies by domain, fetched once per max_age; shared across reloads like in_flight.
+        self.policies = policies if policies is not None else PolicyCache(settings.mta_sts.refetch_seconds)
 
     def new_cycle(self) -> CycleCache:
         """A cache for one refresh cycle or one /probe request, counted into the exporter's metrics."""
@@ -201,9 +221,11 @@ class Prober:
             for exchange in resolution.exchanges
             for a in exchange.addresses
         }
-        if futures:
+        transport = self._transport(resolution, cache, config)
+        waiting: list[asyncio.Future[Any]] = [*futures.values(), *([transport] if transport else [])]
+        if waiting:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            await asyncio.wait(futures.values(), timeout=remaining)
+            await asyncio.wait(waiting, timeout=remaining)
         results: dict[str, AddressResult] = {}
         for addr, fut in futures.items():
             result = _result_of(fut) if fut.done() else None
@@ -211,8 +233,40 @@ class Prober:
                 results[addr] = result
         elapsed = time.monotonic() - started
         return build_report(
-            resolution, results, elapsed, wall_started + elapsed, expectations_of(config), previous
+            resolution,
+            results,
+            elapsed,
+            wall_started + elapsed,
+            expectations_of(config),
+            previous,
+            _transport_of(transport),
         )
+
+    def _transport(
+        self, resolution: Resolution, cache: CycleCache, config: DomainSettings | None
+    ) -> asyncio.Task[TransportLookup] | None:
+        """The transport-security lookups, beside the sessions; None when none is switched on."""
+        wanted = transport_policy(self.settings, config)
+        if not (wanted.dane or wanted.mta_sts):
+            return None
+        asker = Asker(self.resolver, self.policy, self.dns_limit, cache=cache.names, observer=cache.tally)
+        work = lookup_transport(resolution, asker, wanted, self.policies)
+        return asyncio.create_task(work, name=f"transport {resolution.domain}")
+
+
+def _transport_of(task: asyncio.Task[TransportLookup] | None) -> TransportLookup | None:
+    """The finished lookups; unfinished ones (the deadline) are cancelled and left out of the report."""
+    if task is None:
+        return None
+    if not task.done():
+        task.cancel()
+        return None
+    if task.cancelled():
+        return None
+    if task.exception() is not None:
+        log.error("transport lookups raised (a bug; left out)", exc_info=task.exception())
+        return None
+    return task.result()
 
 
 def _result_of(fut: asyncio.Future[AddressResult]) -> AddressResult | None:
@@ -246,10 +300,13 @@ class Watcher:
     def apply(self, settings: Settings) -> None:
         """Take new settings (reload): drop removed domains' series at once, refresh soon."""
         self.settings = settings
-        self.prober = Prober(settings, in_flight=self.prober.in_flight, metrics=self.metrics)
+        self.prober = Prober(
+            settings, in_flight=self.prober.in_flight, metrics=self.metrics, policies=self.prober.policies
+        )
         self.domains = watched_domains(settings)
         self.names = {d.name for d in self.domains}
         self.configured = {d.name: d for d in settings.domains}
+        self.prober.policies.retain(self.names)
         for gone in set(self.reports) - self.names:
             del self.reports[gone]
             self.version += 1

@@ -129,6 +129,70 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "1 when the MX set has this kind of misconfiguration" + LAST,
     ),
     MetricSpec("mx_record_ttl_seconds", "gauge", DOMAIN, "TTL of the MX RRset" + LAST),
+    # --- transport security (DANE, MTA-STS, TLS-RPT); absent when that check is off for the domain
+    MetricSpec(
+        "mx_dane_applies",
+        "gauge",
+        DOMAIN,
+        "1 when some exchange publishes a DNSSEC-secure TLSA RRset with a record usable for SMTP (RFC 7672)"
+        + LAST,
+    ),
+    MetricSpec(
+        "mx_dane_valid",
+        "gauge",
+        DOMAIN,
+        "1 when every accepting address that DANE applies to presented a chain matching its TLSA records "
+        "(1 when DANE applies nowhere)" + LAST,
+    ),
+    MetricSpec(
+        "mx_dane_bogus",
+        "gauge",
+        DOMAIN,
+        "1 when some exchange's TLSA or address answer failed DNSSEC validation (or the TLSA lookup failed)"
+        + LAST,
+    ),
+    MetricSpec(
+        "mx_mta_sts_policy_state",
+        "gauge",
+        ("domain", "state"),
+        "State set: 1 for how the MTA-STS record and policy fetch ended (none: no _mta-sts record)" + LAST,
+    ),
+    MetricSpec(
+        "mx_mta_sts_mode",
+        "gauge",
+        ("domain", "mode"),
+        "State set: 1 for the mode of the MTA-STS policy in force (fetched or cached); all 0 without one"
+        + LAST,
+    ),
+    MetricSpec(
+        "mx_mta_sts_max_age_seconds", "gauge", DOMAIN, "max_age of the MTA-STS policy in force" + LAST
+    ),
+    MetricSpec(
+        "mx_mta_sts_mx_match",
+        "gauge",
+        DOMAIN,
+        "1 when every exchange of the MX set matches an mx pattern of the MTA-STS policy in force" + LAST,
+    ),
+    MetricSpec(
+        "mx_mta_sts_certificates_valid",
+        "gauge",
+        DOMAIN,
+        "1 when every accepting address presented a certificate valid for its exchange name, as MTA-STS "
+        "requires (only with a policy in force)" + LAST,
+    ),
+    MetricSpec(
+        "mx_mta_sts_deliverable",
+        "gauge",
+        DOMAIN,
+        "1 when a sender applying the MTA-STS policy would deliver now (enforce: a matching exchange with a "
+        "valid certificate accepts; otherwise as mx_domain_deliverable)" + LAST,
+    ),
+    MetricSpec(
+        "mx_tls_rpt_valid",
+        "gauge",
+        DOMAIN,
+        "1 when exactly one well-formed TLS-RPT record (v=TLSRPTv1 with rua=) is published (RFC 8460)" + LAST,
+    ),
     MetricSpec("mx_probe_duration_seconds", "gauge", DOMAIN, "Wall time of the domain's last full probe"),
     MetricSpec(
         "mx_last_probe_timestamp_seconds", "gauge", DOMAIN, "Unix time the domain's last probe finished"
@@ -143,6 +207,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     ),
     # --- per exchange name, shared by every domain that names it
     MetricSpec("mx_exchange_up", "gauge", EXCHANGE, "1 when any address of the exchange accepted" + LAST),
+    MetricSpec(
+        "mx_dane_tlsa_records",
+        "gauge",
+        EXCHANGE,
+        "TLSA records usable for SMTP (DANE-TA, DANE-EE) in the exchange's DNSSEC-secure _25._tcp RRset; 0 "
+        "when insecure or bogus (only when DANE is evaluated)" + LAST,
+    ),
     # --- per session: (exchange, address), shared by every domain behind the exchange
     MetricSpec("mx_smtp_up", "gauge", ADDRESS, "1 when this address accepted a session" + LAST),
     MetricSpec(
@@ -177,6 +248,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
         "gauge",
         ADDRESS,
         "1 when the certificate chain verified and its names cover the exchange name" + LAST,
+    ),
+    MetricSpec(
+        "mx_dane_state",
+        "gauge",
+        (*ADDRESS, "state"),
+        "State set: 1 for this address's DANE state for the exchange (secure_match, secure_no_match, "
+        "insecure, bogus, no_tlsa); absent when nothing could be matched (no accepted session)" + LAST,
     ),
     # --- the exporter itself
     MetricSpec("mx_exporter_build_info", "gauge", ("version", "python"), "Build information, always 1"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Literal
 
 
 class DnsStatus(StrEnum):
@@ -71,6 +72,98 @@ class DeliveryOutcome(StrEnum):
     BOUNCED = "bounced"  # a permanent failure: the message comes back to its author now
 
 
+class DaneState(StrEnum):
+    """DANE for one address of one exchange (dane.py, RFC 7672)."""
+
+    SECURE_MATCH = "secure_match"  # a secure usable TLSA record matches the presented chain
+    SECURE_NO_MATCH = "secure_no_match"  # secure usable TLSA records, none matches (or no TLS): senders defer
+    INSECURE = (
+        "insecure"  # the address records or the TLSA RRset are not DNSSEC-validated: DANE does not apply
+    )
+    BOGUS = "bogus"  # validation failed (or the TLSA lookup failed): DANE senders skip the host
+    NO_TLSA = "no_tlsa"  # secure, but no TLSA record usable for SMTP: TLS without authentication
+
+
+@dataclass(frozen=True)
+class TlsaRecord:
+    usage: int  # 0 PKIX-TA, 1 PKIX-EE, 2 DANE-TA, 3 DANE-EE
+    selector: int  # 0 the whole certificate, 1 its SubjectPublicKeyInfo
+    matching_type: int  # 0 the data itself, 1 SHA2-256, 2 SHA2-512
+    data: bytes
+
+
+@dataclass(frozen=True)
+class TlsaLookup:
+    """What DNS says about one exchange's ``_25._tcp.<exchange>`` TLSA RRset (transport.py)."""
+
+    # "secure": validated (records may be empty: a secure denial); "insecure": the exchange's address records or
+    # the TLSA answer are not validated, so no DANE; "bogus": validation failed, or the lookup itself failed.
+    state: Literal["secure", "insecure", "bogus"]
+    records: tuple[TlsaRecord, ...] = ()
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class DaneAddress:
+    address: str
+    state: DaneState
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class DomainDane:
+    """The domain's DANE verdict (assess.py)."""
+
+    applies: bool  # some exchange has a secure TLSA RRset with a usable record
+    valid: bool  # every accepting address DANE applies to matches (True when it applies nowhere)
+    bogus: bool  # some exchange's TLSA (or address) answer failed validation
+    detail: str = ""
+
+
+class PolicyMode(StrEnum):
+    """An MTA-STS policy's mode (RFC 8461 §3.2)."""
+
+    NONE = "none"
+    TESTING = "testing"
+    ENFORCE = "enforce"
+
+
+class PolicyState(StrEnum):
+    """How the domain's MTA-STS record and policy fetch ended (mtasts.py)."""
+
+    NONE = "none"  # no _mta-sts TXT record: the domain does not use MTA-STS
+    RECORD_INVALID = "record_invalid"  # the TXT record is there but broken (or there are two)
+    UNREACHABLE = "unreachable"  # the policy host could not be reached (or looked up) in time
+    CERTIFICATE_INVALID = "certificate_invalid"  # the policy host's certificate failed WebPKI validation
+    HTTP_ERROR = "http_error"  # a status other than 200, or a redirect (senders must not follow one)
+    MALFORMED = "malformed"  # wrong content type, too large, or not a valid policy
+    VALID = "valid"
+
+
+@dataclass(frozen=True)
+class StsVerdict:
+    """The domain's MTA-STS verdict (assess_transport.py)."""
+
+    state: PolicyState  # this refresh's record and fetch (a cached policy may still be in force)
+    reason: str  # one short human line
+    mode: PolicyMode | None = None  # of the policy in force; None without one
+    max_age: int | None = None
+    uncovered: tuple[str, ...] = ()  # exchanges no policy mx pattern matches
+    certificates_valid: bool = True  # every accepting address presented a certificate valid for its exchange
+    deliverable: bool = False  # a sender enforcing the policy would deliver now
+
+    @property
+    def mx_match(self) -> bool:
+        return not self.uncovered
+
+
+@dataclass(frozen=True)
+class TlsRptVerdict:
+    valid: bool  # exactly one well-formed v=TLSRPTv1 record with rua= (RFC 8460 §3)
+    reason: str = ""
+    rua: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class TlsFacts:
     """STARTTLS handshake facts; filled by the TLS stage (seam left open in the core)."""
@@ -84,6 +177,9 @@ class TlsFacts:
     chain_valid: bool | None = None  # presented chain verifies to a trusted root; None: no certificate seen
     names: tuple[str, ...] = ()  # the leaf's DNS subjectAltNames, lower case
     detail: str = ""  # one short human line: why the handshake failed or the chain did not verify
+    # The presented chain (DER, leaf first, at most tls.MAX_CHAIN): DANE TLSA records are matched against it per
+    # exchange name in assessment. Not compared: equal facts with another chain are the same facts.
+    chain: tuple[bytes, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -131,6 +227,9 @@ class ResolvedExchange:
     # How its address lookup ended when it found none: NXDOMAIN/NODATA are permanent for a sender, SERVFAIL and
     # TIMEOUT temporary (the sender queues rather than bounce when no other exchange has an address).
     lookup: DnsStatus = DnsStatus.OK
+    secure: bool = (
+        False  # every A/AAAA answer (or denial) was DNSSEC-validated: DANE may apply (RFC 7672 §2.2.2)
+    )
 
 
 @dataclass(frozen=True)
@@ -147,6 +246,7 @@ class Resolution:
     misconfigurations: frozenset[Misconfiguration] = frozenset()
     detail: str = ""
     log: tuple[str, ...] = ()  # human lines: each DNS question and answer
+    mx_secure: bool = False  # the MX answer was DNSSEC-validated (the resolver's AD bit)
 
 
 @dataclass(frozen=True)
@@ -157,6 +257,9 @@ class Exchange:
     cname_target: str | None = None
     problems: frozenset[Misconfiguration] = frozenset()
     lookup: DnsStatus = DnsStatus.OK  # ResolvedExchange.lookup
+    tlsa: TlsaLookup | None = None  # None: DANE not evaluated (resolver.dnssec ignore, or switched off)
+    dane: tuple[DaneAddress, ...] = ()  # per address, in address order (assess.py via dane.address_state)
+    tlsa_usable: int = 0  # records of a secure TLSA RRset usable for SMTP (DANE-TA, DANE-EE)
 
     @property
     def up(self) -> bool:
@@ -199,6 +302,9 @@ class Verdict:
     # "nolisting" or "greylisting" when that setup is configured and holds: the primary is down on purpose.
     intended_setup: str = ""
     ipv6_deliverable: bool = False  # some IPv6 address of some tier accepted (IPv6-only senders can deliver)
+    dane: DomainDane | None = None  # None: DANE not evaluated for this domain
+    mta_sts: StsVerdict | None = None  # None: MTA-STS not checked for this domain
+    tls_rpt: TlsRptVerdict | None = None  # None: not checked (it follows the mta_sts switch)
 
 
 MAX_RECORDS_SHOWN = 256  # characters of a record set shown in a label and on the status page

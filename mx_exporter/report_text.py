@@ -27,6 +27,7 @@ from mx_exporter.model import (
     SmtpOutcome,
     TlsFacts,
 )
+from mx_exporter.transport_text import transport_json, transport_lines, transport_problems
 
 EXIT_OK = 0  # deliverable and primary up, or a null MX by design
 EXIT_PRIMARY_DOWN = 1  # deliverable through a backup tier only
@@ -306,6 +307,7 @@ def problems(report: DomainReport) -> list[str]:
         for exchange in tier.exchanges:
             lines += _exchange_problems(exchange)
     lines += [f"expectation {name} not met" for name, met in verdict.expectations.items() if not met]
+    lines += [clean(line) for line in transport_problems(report)]
     outcomes = verdict.deliveries
     if len({(d.outcome, d.preference) for d in outcomes.values()}) > 1:
         said = ", ".join(f"{s.value} -> {_delivery_word(d)}" for s, d in outcomes.items())
@@ -350,6 +352,10 @@ def render_text(report: DomainReport, *, color: bool) -> str:
         lines.append("  Senders:")
         width = max(len(s.value) for s in report.verdict.deliveries)
         lines += [f"    {s.value:<{width}}  {delivery_text(d)}" for s, d in report.verdict.deliveries.items()]
+    transport = transport_lines(report)
+    if transport:
+        lines.append("  Transport security:")
+        lines += [f"    {clean(line)}" for line in transport]
     found = problems(report)
     if found:
         lines.append("  Problems:")
@@ -451,6 +457,7 @@ def to_json(report: DomainReport) -> dict[str, Any]:
             {"preference": t.preference, "up": t.up, "exchanges": [_exchange_json(e) for e in t.exchanges]}
             for t in report.tiers
         ],
+        "transport": transport_json(report),
         "probe_seconds": report.probe_seconds,
         "finished_at": report.finished_at,
     }

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import dns.exception
 import dns.name
 import dns.nameserver
 
@@ -72,8 +73,9 @@ class QueryObserver(Protocol):
         """rdtype "MX", "A" or "AAAA"; result one of RESULTS; tcp_retry: truncated over UDP, asked over TCP."""
 
 
-# A name's probed addresses, its CNAME target, and how the lookup ended when it found no address.
-_Addresses = tuple[tuple[ResolvedAddress, ...], str | None, DnsStatus]
+# A name's probed addresses, its CNAME target, how the lookup ended when it found no address, and whether every
+# address answer (or denial) came back DNSSEC-validated (the resolver's AD bit).
+_Addresses = tuple[tuple[ResolvedAddress, ...], str | None, DnsStatus, bool]
 
 
 @dataclass(frozen=True)
@@ -202,12 +204,13 @@ class _Run:
     def note(self, text: str) -> None:
         self.lines.append(f"{(time.monotonic() - self.started) * 1000:7.1f} ms  {text}")
 
-    async def ask(self, qname: dns.name.Name, rdtype: str) -> Reply:
-        """One question, from the cycle's cache, joined in flight, or on the wire; never raises."""
-        question = f"{qname} {rdtype}"
+    async def ask(self, qname: dns.name.Name, rdtype: str, cd: bool = False) -> Reply:
+        """One question, from the cycle's cache, joined in flight, or on the wire; never raises.
+        ``cd``: ask with checking disabled (telling a bogus answer from a failing server)."""
+        question = f"{qname} {rdtype}" + (" +cd" if cd else "")
         cache = self.cache
         if cache is None:
-            return await self._wire(qname, rdtype, question)
+            return await self._wire(qname, rdtype, question, cd)
         key = (question.lower(), rdtype)
         while True:
             reply = cache._get(key)
@@ -225,7 +228,7 @@ class _Run:
         future: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
         cache._in_flight[key] = future
         try:
-            reply = await self._wire(qname, rdtype, question)
+            reply = await self._wire(qname, rdtype, question, cd)
         except BaseException:
             future.set_result(None)  # cancelled before the answer: whoever joined asks again
             raise
@@ -258,10 +261,10 @@ class _Run:
         self.note(f"{_describe(question, reply, self.policy.timeout)} (cached)")
         return reply
 
-    async def _wire(self, qname: dns.name.Name, rdtype: str, question: str) -> Reply:
+    async def _wire(self, qname: dns.name.Name, rdtype: str, question: str, cd: bool) -> Reply:
         async with self.limit if self.limit is not None else contextlib.nullcontext():
             self.note(f"? {question}")
-            reply = await self.resolver.query(qname, rdtype, self.policy.timeout)
+            reply = await self.resolver.query(qname, rdtype, self.policy.timeout, checking_disabled=cd)
         if self.observer is not None:
             try:
                 self.observer.query(rdtype, reply.result, reply.tcp_retry)
@@ -348,6 +351,40 @@ async def resolve_domain(
     return Resolution(domain=name, status=status, detail=detail, log=run.log())
 
 
+class Asker:
+    """Single questions for the stages after resolution (transport.py): same client, limit, cycle cache and
+    observer as ``resolve_domain``, so TXT and TLSA questions are counted, paced and shared like the others."""
+
+    def __init__(
+        self,
+        resolver: DnsClient,
+        policy: ResolvePolicy,
+        limit: asyncio.Semaphore | None = None,
+        *,
+        cache: NameCache | None = None,
+        observer: QueryObserver | None = None,
+    ) -> None:
+        self._run = _Run(resolver, policy, limit, cache, observer)
+
+    async def ask(self, name: str, rdtype: str, checking_disabled: bool = False) -> Reply:
+        """``name`` without the final dot; a name that is not a valid DNS name is an "error" reply."""
+        try:
+            qname = dns.name.from_text(name.rstrip(".") + ".")
+        except dns.exception.DNSException as exc:
+            return Reply("error", detail=f"invalid name {name!r}: {exc}")
+        return await self._run.ask(qname, rdtype, checking_disabled)
+
+    async def addresses(self, name: str) -> tuple[str, ...]:
+        """The name's addresses of the configured families (IPv4 first), at most max_addresses_per_exchange."""
+        qname = dns.name.from_text(name.rstrip(".") + ".")
+        found, _, _, _ = await _addresses(qname, name, self._run)
+        return tuple(a.address for a in found if a.allowed)
+
+    @property
+    def timeout(self) -> float:
+        return self._run.policy.timeout
+
+
 async def _explicit_mx(domain: str, answer: Reply, run: _Run) -> Resolution:
     """An MX RRset: null MX, or every distinct exchange at its lowest preference (RFC 5321 §5.1, RFC 7505)."""
     records = answer.mx
@@ -411,6 +448,7 @@ async def _explicit_mx(domain: str, answer: Reply, run: _Run) -> Resolution:
         misconfigurations=frozenset(problems),
         detail=detail,
         log=run.log(),
+        mx_secure=answer.secure,
     )
 
 
@@ -469,6 +507,7 @@ def _resolved_exchange(
     addresses: tuple[ResolvedAddress, ...],
     canonical: str | None,
     lookup: DnsStatus,
+    secure: bool,
 ) -> ResolvedExchange:
     problems: set[Misconfiguration] = {Misconfiguration.DUPLICATE_EXCHANGE} if duplicate else set()
     if canonical is not None:
@@ -484,12 +523,13 @@ def _resolved_exchange(
         cname_target=canonical,
         problems=frozenset(problems),
         lookup=lookup,
+        secure=secure,
     )
 
 
 async def _implicit_mx(domain: str, qname: dns.name.Name, run: _Run) -> Resolution:
     """No MX RRset: the domain's own A/AAAA form one implicit exchange at preference 0 (RFC 5321 §5.1)."""
-    addresses, canonical, _ = await _addresses(qname, domain, run)
+    addresses, canonical, _, secure = await _addresses(qname, domain, run)
     if not addresses:
         detail = "no MX records and no A/AAAA: the domain has no mail hosts"
         return Resolution(domain=domain, status=DnsStatus.NODATA, detail=detail, log=run.log())
@@ -497,7 +537,12 @@ async def _implicit_mx(domain: str, qname: dns.name.Name, run: _Run) -> Resoluti
         frozenset() if all(a.allowed for a in addresses) else frozenset({Misconfiguration.NON_GLOBAL_ADDRESS})
     )
     exchange = ResolvedExchange(
-        name=domain, preference=0, addresses=addresses, cname_target=canonical, problems=problems
+        name=domain,
+        preference=0,
+        addresses=addresses,
+        cname_target=canonical,
+        problems=problems,
+        secure=secure,
     )
     detail = f"no MX records: the domain's own {_count(len(addresses), 'address')} form its implicit MX"
     return Resolution(
@@ -536,6 +581,7 @@ async def _addresses(qname: dns.name.Name, name: str, run: _Run) -> _Addresses:
         addresses,
         None if canonical is None else canonical.to_text(omit_final_dot=True).lower(),
         _lookup_status(replies) if not addresses else DnsStatus.OK,
+        all(reply.secure for reply in replies),
     )
     if run.cache is not None:
         questions = [f"{qname} {_RDTYPES[family]}" for family in families]

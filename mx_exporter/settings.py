@@ -47,6 +47,9 @@ class ResolverSettings(_Strict):
     max_concurrent_queries: Annotated[int, Field(ge=1, le=10_000)] = 64
     # Queries put on the wire per second, at most (a token bucket); None: unlimited.
     max_queries_per_second: Annotated[float, Field(gt=0, le=1_000_000)] | None = None
+    # require: the nameservers validate DNSSEC and their AD bit is trusted (needed for DANE); ignore: AD is not
+    # read and DANE is not evaluated. Trust AD only from a resolver on this host or over a trusted path.
+    dnssec: Literal["ignore", "require"] = "ignore"
 
     @field_validator("nameservers")
     @classmethod
@@ -99,6 +102,8 @@ class DomainSettings(_Strict):
     name: str
     smtp: SmtpOverride = Field(default_factory=SmtpOverride)
     expect: ExpectSettings = Field(default_factory=ExpectSettings)
+    dane: bool | None = None  # None: the global dane.enabled
+    mta_sts: bool | None = None  # None: the global mta_sts.enabled (TLS-RPT follows it)
 
     @field_validator("name")
     @classmethod
@@ -133,6 +138,28 @@ class EgressSettings(_Strict):
     def _canaries_parse(cls, value: list[str]) -> list[str]:
         for item in value:
             parse_canary(item)
+        return value
+
+
+class DaneSettings(_Strict):
+    # DANE TLSA checks (RFC 7672); evaluated only with resolver.dnssec: require.
+    enabled: bool = True
+
+
+class MtaStsSettings(_Strict):
+    # MTA-STS (RFC 8461) record and policy, and the TLS-RPT record (RFC 8460).
+    enabled: bool = True
+    ca_file: str | None = None  # PEM bundle to verify policy hosts' certificates; default: the system store
+    timeout: Seconds = 10.0  # one policy fetch, connect to last byte
+    max_policy_bytes: Annotated[int, Field(ge=512, le=1024 * 1024)] = 64 * 1024
+    # A cached policy is fetched again after its max_age, or after this many seconds, whichever comes first.
+    refetch_seconds: Annotated[float, Field(ge=60, le=31_557_600)] = 86_400.0
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_readable(cls, value: str | None) -> str | None:
+        if value is not None and not os.access(value, os.R_OK):
+            raise ValueError(f"{value} is not a readable file")
         return value
 
 
@@ -182,6 +209,8 @@ class Settings(BaseSettings):
     shard: ShardSettings = Field(default_factory=ShardSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     egress: EgressSettings = Field(default_factory=EgressSettings)
+    dane: DaneSettings = Field(default_factory=DaneSettings)
+    mta_sts: MtaStsSettings = Field(default_factory=MtaStsSettings)
     domains: list[DomainSettings] = Field(default_factory=list)
 
     @field_validator("ehlo_name")

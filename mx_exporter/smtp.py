@@ -16,6 +16,7 @@ asks for) and cannot carry our own line limit or timed transcript.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import ipaddress
 import os
@@ -271,7 +272,9 @@ class _Session:
             store: Store | str = await asyncio.to_thread(tls_stage.load_trust_store, self.policy.tls_ca_file)
         except ValueError as exc:
             store = f"trust store unavailable: {exc}"
-        self.tls = tls_stage.certificate_facts(version, chain, store, time.time())
+        # The chain itself is kept for DANE (dane.py matches TLSA records per exchange name, after the session).
+        facts = tls_stage.certificate_facts(version, chain, store, time.time())
+        self.tls = dataclasses.replace(facts, chain=tuple(chain))
         self.transcript.add(
             f"TLS handshake done: {version}, {len(chain)} certificate(s), {self.tls.detail or 'no detail'}"
         )

@@ -24,6 +24,7 @@ from mx_exporter.report_text import (
     state,
     verdict_line,
 )
+from mx_exporter.transport_text import transport_lines
 
 WAITING = "waiting"
 _SPECIAL = re.compile("[&<>\"']")  # what html.escape(quote=True) replaces
@@ -136,6 +137,9 @@ def _facts(report: DomainReport, now: float) -> str:
         items.append((sender.value, delivery_text(delivery)))
     if report.records is not None:
         items.append(("MX set", records_change_text(report.records, now)))
+    for text in transport_lines(report):  # DANE, MTA-STS, TLS-RPT (and each exchange's TLSA records)
+        key, _, value = text.strip().partition(": ")
+        items.append((key, value))
     lis = "".join(f"<li>{e(k)}: <b>{e(v)}</b></li>" for k, v in items)
     return f'<ul class="facts">{lis}<li class="refreshed">last refresh: <b>{_when(report, now)}</b></li></ul>'
 

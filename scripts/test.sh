@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nsd postfix prometheus chromium fonts-dejavu-core buildah debootstrap prometheus-blackbox-exporter wrk iproute2 libidn12 libgnutls-dane0 libgnutls30 libidn2-0 libpcre2-8-0 libdb5.3 libnsl2 nftables)
+APT_PACKAGES=(nsd unbound ldnsutils openssl postfix prometheus chromium fonts-dejavu-core buildah debootstrap prometheus-blackbox-exporter wrk iproute2 libidn12 libgnutls-dane0 libgnutls30 libidn2-0 libpcre2-8-0 libdb5.3 libnsl2 nftables)
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")

@@ -177,7 +177,7 @@ def test_report_specs_are_the_report_part_of_the_catalogue_each_at_one_level() -
     assert [m.name for m in REPORT_SPECS] == [
         m.name for m in metrics.CATALOGUE if not m.name.startswith("mx_exporter_")
     ]
-    closed = {"sender", "expectation", "status", "kind", "family", "outcome", "version"}
+    closed = {"sender", "expectation", "status", "kind", "family", "outcome", "version", "state", "mode"}
     for m in REPORT_SPECS:
         one_level = m.labels in metrics.LEVELS
         plus_closed = m.labels[:-1] in metrics.LEVELS and m.labels[-1] in closed

@@ -41,6 +41,10 @@ INVALID = {
     "invalid-domain-url.yml": "domains.0.name: 'http://a.example/' looks like a URL or mail address; give a bare domain name",
     "invalid-nameserver.yml": "resolver.nameservers: nameserver 'dns.example': 'dns.example' is not an IP address",
     "invalid-not-mapping.yml": "the settings file must be a mapping of keys, not list",
+    "invalid-dnssec.yml": "resolver.dnssec: Input should be 'ignore' or 'require'",
+    "invalid-mta-sts-ca-file.yml": "mta_sts.ca_file: /nonexistent/ca.pem is not a readable file",
+    "invalid-mta-sts-size.yml": "mta_sts.max_policy_bytes: Input should be greater than or equal to 512",
+    "invalid-domain-dane.yml": "domains.0.dane: Input should be a valid boolean, unable to interpret input",
     "invalid-yaml.yml": "invalid YAML at line 2, column 1: expected the node content, but found '<stream end>'",
 }
 

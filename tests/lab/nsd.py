@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import dns.exception
@@ -76,6 +76,12 @@ zone:
     zonefile: "{state}/broken.test.zone"
 """
 )
+# Appended to CONF_TEMPLATE once per extra zone (NsdServer's extra_zones: test-time zones such as signed ones).
+EXTRA_ZONE_TEMPLATE = """\
+zone:
+    name: "{zone}"
+    zonefile: "{zonefile}"
+"""
 
 
 def free_port(address: str = ADDRESS) -> int:
@@ -97,10 +103,16 @@ class NsdServer:
     """NSD serving the lab zone on 127.0.0.1 and a free port; ``nameserver`` is the resolver setting for it."""
 
     def __init__(
-        self, zones_dir: Path = ZONES_DIR, startup_timeout: float = STARTUP_TIMEOUT, zone: str = plan.ZONE
+        self,
+        zones_dir: Path = ZONES_DIR,
+        startup_timeout: float = STARTUP_TIMEOUT,
+        zone: str = plan.ZONE,
+        extra_zones: Sequence[tuple[str, Path]] = (),
     ) -> None:
         self.address = ADDRESS
         self.zone = zone  # served from zones_dir/<zone>.zone (the benchmark serves its own generated zone)
+        # (origin, zone file) pairs served besides the main zone: zones built at test time (tests/lab/dnssec.py).
+        self.extra_zones = tuple((origin.rstrip("."), Path(path)) for origin, path in extra_zones)
         self.port = 0
         self.zones_dir = zones_dir
         self.startup_timeout = startup_timeout
@@ -144,6 +156,9 @@ class NsdServer:
                 zone=self.zone,
                 zonefile=self.zones_dir / f"{self.zone}.zone",
             )
+            + "".join(
+                EXTRA_ZONE_TEMPLATE.format(zone=origin, zonefile=path) for origin, path in self.extra_zones
+            )
         )
         stderr_path = state / f"nsd-{port}.stderr"
         with stderr_path.open("wb") as stderr:
@@ -180,10 +195,11 @@ class NsdServer:
         reply = dns.query.udp(who, self.address, port=port, timeout=0.2)
         if not any(self.identity in rdata.to_text() for rrset in reply.answer for rdata in rrset):
             return f"another server answers on port {port}: {reply.answer}"
-        soa = dns.message.make_query(f"{self.zone}.", dns.rdatatype.SOA)
-        reply = dns.query.tcp(soa, self.address, port=port, timeout=0.5)
-        if reply.rcode() != dns.rcode.NOERROR or not reply.answer:
-            return f"SOA {self.zone} answered {dns.rcode.to_text(reply.rcode())} (zone file not loaded?)"
+        for zone in (self.zone, *(origin for origin, _path in self.extra_zones)):
+            soa = dns.message.make_query(f"{zone}.", dns.rdatatype.SOA)
+            reply = dns.query.tcp(soa, self.address, port=port, timeout=0.5)
+            if reply.rcode() != dns.rcode.NOERROR or not reply.answer:
+                return f"SOA {zone} answered {dns.rcode.to_text(reply.rcode())} (zone file not loaded?)"
         return None
 
     def _terminate(self) -> None:

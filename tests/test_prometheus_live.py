@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from tests.lab.exporter import free_port, lab_config, wait_for
+from tests.lab.transport_lab import CASES, Lab, transport_config
 from tests.test_dashboard import load as load_dashboard
 from tests.test_rules import PROM_DIR, RULES, load_rules, run_promtool
 
@@ -47,7 +48,10 @@ DOMAINS: list[Any] = [
     "equal.lab.test",
     "fallback.lab.test",
 ]
-DOMAIN_NAMES = [d if isinstance(d, str) else d["name"] for d in DOMAINS]
+# A second exporter, scraped as another instance of the same job, watches the transport-security lab (DANE,
+# MTA-STS, TLS-RPT), so those panels and alerts are proven on real data too.
+TRANSPORT_DOMAINS = [case.domain for case in CASES]
+DOMAIN_NAMES = [d if isinstance(d, str) else d["name"] for d in DOMAINS] + TRANSPORT_DOMAINS
 PROBE_TARGETS = ["healthy.lab.test", "nullmx.lab.test"]
 # (alert, domain, exchange) that must be pending (their `for:` is minutes) once Prometheus has the data; nothing
 # else. "" where the alert has no such label: domain alerts carry no exchange, TLS alerts (one per exchange and
@@ -68,6 +72,11 @@ EXPECTED_ALERTS = {
     ("MxTlsCertificateInvalid", "", "alias.cname.lab.test"),
     ("MxTlsCertificateInvalid", "", "a.equal.lab.test"),
     ("MxTlsCertificateInvalid", "", "fallback.lab.test"),
+    # The transport lab: a rotated certificate under an old TLSA record (and a policy naming another MX), and a
+    # TLSA RRset whose signature is broken.
+    ("MxDaneMismatch", "rotated.signed.test", ""),
+    ("MxMtaStsMxMismatch", "rotated.signed.test", ""),
+    ("MxDaneBogus", "bogus.test", ""),
 }
 TLS_ALERT_ADDRESS = "127.0.0.10"  # ACCEPT_1, behind every exchange above
 # The tier recording rules on /metrics: (domain, preference) -> (exchanges, exchanges up). Null MX and NXDOMAIN
@@ -82,6 +91,7 @@ EXPECTED_TIERS = {
     ("cname.lab.test", "10"): (1, 1),
     ("equal.lab.test", "10"): (2, 1),
     ("fallback.lab.test", "0"): (1, 1),
+    **{(domain, "10"): (1, 1) for domain in TRANSPORT_DOMAINS},  # one exchange each, accepting
 }
 TIER_RULES = ("domain_preference:mx_tier_exchanges:count", "domain_preference:mx_tier_exchanges_up:count")
 
@@ -188,7 +198,7 @@ def exporter_url(nsd_server: Any, smtp_lab: Any, tmp_path_factory: pytest.TempPa
         process.stop()
 
 
-def prometheus_config(exporter_address: str) -> dict[str, Any]:
+def prometheus_config(exporter_address: str, *more: str) -> dict[str, Any]:
     """Scrape /metrics every second, and /probe through the example's own relabeling."""
     example = yaml.safe_load((PROM_DIR / "prometheus-probe.yml").read_text())
     probe_job = next(j for j in example["scrape_configs"] if j["job_name"] == PROBE_JOB)
@@ -204,7 +214,7 @@ def prometheus_config(exporter_address: str) -> dict[str, Any]:
                 "job_name": JOB,
                 "scrape_interval": "1s",
                 "scrape_timeout": "1s",
-                "static_configs": [{"targets": [exporter_address]}],
+                "static_configs": [{"targets": [exporter_address, *more]}],
             },
             probe_job,
         ],
@@ -212,10 +222,30 @@ def prometheus_config(exporter_address: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(exporter_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+def transport_exporter_url(transport_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second exporter on the transport-security lab (resolver.dnssec: require behind the lab's Unbound)."""
+    tmp = tmp_path_factory.mktemp("transport-exporter")
+    config = transport_config(transport_lab)
+    path = tmp / "exporter.yml"
+    path.write_text(yaml.safe_dump(config))
+    url = "http://" + config["listen_address"]
+    process = Process([sys.executable, "-m", "mx_exporter", "--config.file", str(path)], tmp / "exporter.log")
+    try:
+        ready = process.alive_and(lambda: http_get(url + "/-/ready", timeout=2.0)[0] == 200)
+        wait_for(ready, STARTUP_TIMEOUT, "the transport exporter to be ready", process.log)
+        yield url
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    exporter_url: str, transport_exporter_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prometheus]:
     tmp = tmp_path_factory.mktemp("prometheus")
     config = tmp / "prometheus.yml"
-    config.write_text(yaml.safe_dump(prometheus_config(exporter_url.removeprefix("http://"))))
+    targets = (exporter_url.removeprefix("http://"), transport_exporter_url.removeprefix("http://"))
+    config.write_text(yaml.safe_dump(prometheus_config(*targets)))
     listen = f"127.0.0.1:{free_port()}"
     args = [
         prometheus_binary(),
@@ -231,7 +261,7 @@ def prometheus(exporter_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
         wait_for(ready, STARTUP_TIMEOUT, "Prometheus to be ready", process.log)
         scraped = process.alive_and(
             lambda: (
-                len(prom.query(f'mx_domain_deliverable{{job="{JOB}"}}')) == len(DOMAINS)
+                len(prom.query(f'mx_domain_deliverable{{job="{JOB}"}}')) == len(DOMAIN_NAMES)
                 and len(prom.query(f'mx_probe_success{{job="{PROBE_JOB}"}}')) == len(PROBE_TARGETS)
             )
         )

@@ -186,13 +186,18 @@ def exporter_url(nsd_server: Any, smtp_lab: Any, tmp_path_factory: pytest.TempPa
         refresh_interval=2,
         smtp={"tls_ca_file": str(ca_file)},
     )
+    yield from _exporter_process(config, tmp)
+
+
+def _exporter_process(config: dict[str, Any], tmp: Path) -> Iterator[str]:
+    """Run ``python -m mx_exporter`` with these settings until the generator is closed; yields its URL once ready."""
     path = tmp / "exporter.yml"
     path.write_text(yaml.safe_dump(config))
     url = "http://" + config["listen_address"]
     process = Process([sys.executable, "-m", "mx_exporter", "--config.file", str(path)], tmp / "exporter.log")
     try:
         ready = process.alive_and(lambda: http_get(url + "/-/ready", timeout=2.0)[0] == 200)
-        wait_for(ready, STARTUP_TIMEOUT, "the exporter to be ready", process.log)
+        wait_for(ready, STARTUP_TIMEOUT, f"the exporter {url} to be ready", process.log)
         yield url
     finally:
         process.stop()
@@ -224,18 +229,9 @@ def prometheus_config(exporter_address: str, *more: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def transport_exporter_url(transport_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second exporter on the transport-security lab (resolver.dnssec: require behind the lab's Unbound)."""
-    tmp = tmp_path_factory.mktemp("transport-exporter")
-    config = transport_config(transport_lab)
-    path = tmp / "exporter.yml"
-    path.write_text(yaml.safe_dump(config))
-    url = "http://" + config["listen_address"]
-    process = Process([sys.executable, "-m", "mx_exporter", "--config.file", str(path)], tmp / "exporter.log")
-    try:
-        ready = process.alive_and(lambda: http_get(url + "/-/ready", timeout=2.0)[0] == 200)
-        wait_for(ready, STARTUP_TIMEOUT, "the transport exporter to be ready", process.log)
-        yield url
-    finally:
-        process.stop()
+    yield from _exporter_process(
+        transport_config(transport_lab), tmp_path_factory.mktemp("transport-exporter")
+    )
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,11 @@ def transport_lines(report: DomainReport) -> list[str]:
             lines.append("MTA-STS: not published")
         else:
             mode = f"mode {sts.mode.value}, max_age {sts.max_age} s" if sts.mode is not None else "no policy"
-            state = "" if sts.state is PolicyState.VALID else f"{sts.state.value}: "
-            lines.append(f"MTA-STS: {mode}; {state}{sts.reason}")
+            if sts.state is PolicyState.VALID:
+                said = "" if sts.reason.startswith("mode ") else f"; {sts.reason}"  # the fetch says the mode too
+                lines.append(f"MTA-STS: {mode}{said}")
+            else:
+                lines.append(f"MTA-STS: {mode}; {sts.state.value}: {sts.reason}")
     if verdict.tls_rpt is not None:
         rpt = verdict.tls_rpt
         lines.append(f"TLS-RPT: {'rua=' + ','.join(rpt.rua) if rpt.valid else rpt.reason}")

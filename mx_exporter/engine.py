@@ -30,7 +30,7 @@ from mx_exporter.model import (
     Resolution,
     ResolvedAddress,
 )
-from mx_exporter.mtasts import PolicyCache
+from mx_exporter.policy_fetch import PolicyCache
 from mx_exporter.resolve import Asker, NameCache, ResolvePolicy, make_resolver, resolve_domain
 from mx_exporter.selfmetrics import ExporterMetrics, RefreshTally
 from mx_exporter.settings import DomainSettings, Settings

@@ -9,7 +9,7 @@ Nothing here judges: it gathers what DNS and the policy host say, as plain data,
   SERVFAIL asked again with CD that then answers is "bogus"; a lookup that fails either way is "bogus" too, with
   the reason: for a DANE sender both make the host unusable (RFC 7672 §2.1.1).
 - **MTA-STS** (RFC 8461): the ``_mta-sts`` TXT record every refresh (cheap, cached per cycle); the policy over
-  HTTPS only when ``mtasts.PolicyCache`` says it is due (no policy yet, a new id, or older than its max_age). A
+  HTTPS only when ``policy_fetch.PolicyCache`` says it is due (no policy yet, a new id, or older than its max_age). A
   failed fetch keeps the cached policy in force, as senders do (RFC 8461 §5.1).
 - **TLS-RPT** (RFC 8460 §3): the ``_smtp._tls`` TXT record.
 """
@@ -22,18 +22,9 @@ from dataclasses import dataclass
 
 from mx_exporter.dane import parse_tlsa
 from mx_exporter.dnsquery import Reply
-from mx_exporter.model import DnsStatus, Resolution, ResolvedExchange, TlsaLookup, TlsaRecord
-from mx_exporter.mtasts import (
-    FetchResult,
-    Policy,
-    PolicyCache,
-    PolicyState,
-    StsRecord,
-    TlsRptRecord,
-    fetch_policy,
-    parse_sts_record,
-    parse_tlsrpt_record,
-)
+from mx_exporter.model import DnsStatus, PolicyState, Resolution, ResolvedExchange, TlsaLookup, TlsaRecord
+from mx_exporter.mtasts import Policy, StsRecord, TlsRptRecord, parse_sts_record, parse_tlsrpt_record
+from mx_exporter.policy_fetch import FetchResult, PolicyCache, fetch_policy
 from mx_exporter.resolve import Asker
 
 MAX_TLSA_RECORDS = 32  # records kept from one RRset (real sets hold one to four)

@@ -29,7 +29,9 @@ def transport_lines(report: DomainReport) -> list[str]:
         else:
             mode = f"mode {sts.mode.value}, max_age {sts.max_age} s" if sts.mode is not None else "no policy"
             if sts.state is PolicyState.VALID:
-                said = "" if sts.reason.startswith("mode ") else f"; {sts.reason}"  # the fetch says the mode too
+                said = (
+                    "" if sts.reason.startswith("mode ") else f"; {sts.reason}"
+                )  # the fetch says the mode too
                 lines.append(f"MTA-STS: {mode}{said}")
             else:
                 lines.append(f"MTA-STS: {mode}; {sts.state.value}: {sts.reason}")

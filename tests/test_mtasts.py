@@ -1,4 +1,4 @@
-"""MTA-STS and TLS-RPT parsing, MX pattern matching and the policy cache (mx_exporter/mtasts.py); all pure."""
+"""MTA-STS and TLS-RPT parsing and MX pattern matching (mtasts.py) and the policy cache (policy_fetch.py); pure."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ from hypothesis import strategies as st
 
 from mx_exporter import model
 from mx_exporter.mtasts import (
-    CachedPolicy,
-    FetchResult,
     Policy,
-    PolicyCache,
     PolicyError,
     PolicyMode,
     PolicyState,
@@ -23,12 +20,13 @@ from mx_exporter.mtasts import (
     parse_tlsrpt_record,
     uncovered,
 )
+from mx_exporter.policy_fetch import CachedPolicy, FetchResult, PolicyCache
 
 NONE, INVALID, VALID = PolicyState.NONE, PolicyState.RECORD_INVALID, PolicyState.VALID
 
 
 def test_enums_are_the_models() -> None:
-    # One enum per closed set: assess_transport.py imports them from model, transport.py from mtasts.
+    # One enum per closed set: they live in model; mtasts re-exports them.
     assert PolicyMode is model.PolicyMode and PolicyState is model.PolicyState
     assert [s.value for s in PolicyState] == [
         "none",

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from mx_exporter.mtasts import FetchResult, Policy, PolicyMode, PolicyState, fetch_policy, uncovered
+from mx_exporter.mtasts import Policy, PolicyMode, PolicyState, uncovered
+from mx_exporter.policy_fetch import FetchResult, fetch_policy
 from tests.lab.policy_server import (
     KINDS,
     REDIRECT_TO,

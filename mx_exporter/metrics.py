@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-MetricType = Literal["gauge", "counter", "histogram", "info"]
+MetricType = Literal["gauge", "counter", "histogram"]
 
 # Each fact is exported once, at the level it belongs to (docs/architecture.md, "Metric model"):
 DOMAIN = ("domain",)  # the domain's DNS facts and verdicts

@@ -38,10 +38,10 @@ class Server:
         self.metrics = ExporterMetrics(self.registry)
         self.watcher = Watcher(settings, self.metrics)
         self.web = ExporterWeb(self.watcher, self.registry, self.reload)
-        self._loaded(settings)
+        self._loaded()
         self._reload_lock = asyncio.Lock()
 
-    def _loaded(self, settings: Settings) -> None:
+    def _loaded(self) -> None:
         self.metrics.reload_ok.set(1)
         self.metrics.reload_timestamp.set(time.time())
 
@@ -58,7 +58,7 @@ class Server:
             if (settings.listen_address, settings.web) != (old.listen_address, old.web):
                 log.warning("listen_address and web settings take effect only after a restart")
             self.watcher.apply(settings)
-            self._loaded(settings)
+            self._loaded()
             log.info("settings reloaded: %d domains watched", len(self.watcher.domains))
             return None
 

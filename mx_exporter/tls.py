@@ -28,6 +28,7 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mx_exporter.model import TlsFacts
+from mx_exporter.smtp_wire import sanitize
 
 MAX_CHAIN = 10  # certificates looked at from the peer (leaf included); real chains have 2-4
 MAX_NAMES = 100  # DNS names kept from the leaf
@@ -256,8 +257,7 @@ def verify_chain(
 
 
 def _short(text: str) -> str:
-    clean = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
-    return clean if len(clean) <= MAX_DETAIL else clean[: MAX_DETAIL - 3] + "..."
+    return sanitize(text, MAX_DETAIL)
 
 
 # --- per exchange name (pure)

@@ -149,7 +149,9 @@ def test_chart_yaml_fields() -> None:
 
 
 def test_rules_copy_is_byte_identical() -> None:
-    assert RULES_COPY.read_bytes() == RULES.read_bytes(), f"copy {RULES} to {RULES_COPY}"
+    assert RULES_COPY.read_bytes() == RULES.read_bytes(), (
+        f"{RULES_COPY} is stale: run scripts/update_helm_rules.py"
+    )
 
 
 def test_prometheusrule_embeds_the_rules_unchanged() -> None:

@@ -127,7 +127,8 @@ async def _check(settings: Settings, domains: list[str]) -> tuple[Egress | None,
 
 
 def run_check(argv: Sequence[str]) -> int:
-    from mx_exporter.report_text import exit_code, render_run, to_json, worst_exit_code
+    from mx_exporter.report_text import render_run, to_json
+    from mx_exporter.verdicts import exit_code, worst_exit_code
 
     ns = _check_parser().parse_args(argv)
     try:

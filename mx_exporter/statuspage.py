@@ -18,8 +18,8 @@ from urllib.parse import quote
 
 from mx_exporter.egress import BLOCKED_TEXT, Egress
 from mx_exporter.model import DomainReport
-from mx_exporter.report_text import clean
 from mx_exporter.statuspage_sections import STATE_CSS, STATE_LABEL, WAITING, e, line, page_state, section, t
+from mx_exporter.verdicts import clean
 
 # No script, no external fetches of any kind; the filter form may only submit to this page's origin.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"

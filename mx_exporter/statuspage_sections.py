@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 from mx_exporter.model import AddressResult, DomainReport, Exchange, SmtpOutcome, Tier
-from mx_exporter.report_text import (
+from mx_exporter.transport_text import transport_lines
+from mx_exporter.verdicts import (
     EXIT_DNS_ERROR,
     MISCONFIGURATION_TEXT,
     clean,
@@ -24,7 +25,6 @@ from mx_exporter.report_text import (
     state,
     verdict_line,
 )
-from mx_exporter.transport_text import transport_lines
 
 WAITING = "waiting"
 _SPECIAL = re.compile("[&<>\"']")  # what html.escape(quote=True) replaces

@@ -32,21 +32,9 @@ from mx_exporter.model import (
     TlsFacts,
     Verdict,
 )
-from mx_exporter.report_text import (
-    by_attention,
-    clean,
-    exit_code,
-    json_document,
-    problems,
-    render_run,
-    render_text,
-    run_summary,
-    state,
-    to_json,
-    verdict_line,
-    worst_exit_code,
-)
+from mx_exporter.report_text import json_document, problems, render_run, render_text, run_summary, to_json
 from mx_exporter.senders import deliveries
+from mx_exporter.verdicts import by_attention, clean, exit_code, state, verdict_line, worst_exit_code
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "docs" / "check-json-schema.json"
 UP = SmtpOutcome.ACCEPTED

@@ -17,10 +17,11 @@ from typing import Any
 import yaml
 
 from mx_exporter import __version__
-from mx_exporter.egress import BLOCKED_TEXT, Egress, check_egress, parse_canary
+from mx_exporter.egress import BLOCKED_TEXT, Egress, check_egress
 from mx_exporter.engine import CycleCache, Prober, smtp_policy
 from mx_exporter.loop import run_event_loop
 from mx_exporter.model import DomainReport
+from mx_exporter.names import parse_canary
 from mx_exporter.resolve import normalize_domain
 from mx_exporter.settings import ConfigError, Settings, SettingsLoader, leaf_keys
 

@@ -39,7 +39,6 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
-import ipaddress
 import os
 import random
 import socket
@@ -134,33 +133,6 @@ class Reply:
 
 class MalformedResponse(ValueError):
     """An answer that matches the question but cannot be parsed (dnspython's FormError)."""
-
-
-def parse_nameserver(text: str) -> tuple[str, int]:
-    """Split "ip", "ip:port", "[v6]" or "[v6]:port" into (ip, port); the port defaults to 53."""
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"nameserver {text!r}: expected [ipv6] or [ipv6]:port")
-        port_text = rest[1:] if rest else ""
-        if rest and not port_text:
-            raise ValueError(f"nameserver {text!r}: empty port after ':'")
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-        if not port_text:
-            raise ValueError(f"nameserver {text!r}: empty port after ':'")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"nameserver {text!r}: {host!r} is not an IP address") from None
-    if isinstance(address, ipaddress.IPv4Address) and text.startswith("["):
-        raise ValueError(f"nameserver {text!r}: brackets are only for IPv6 addresses")
-    if not port_text:
-        return str(address), 53
-    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"nameserver {text!r}: port must be a number from 1 to 65535")
-    return str(address), int(port_text)
 
 
 def system_nameservers() -> tuple[list[str | dns.nameserver.Nameserver], bool]:
@@ -803,6 +775,5 @@ __all__ = [
     "encode_question",
     "open_sockets",
     "parse_message",
-    "parse_nameserver",
     "system_nameservers",
 ]

@@ -19,6 +19,7 @@ import dns.name
 
 from mx_exporter.dnsquery import DnsClient
 from mx_exporter.model import AddressResult, Family, ResolvedAddress, SmtpOutcome
+from mx_exporter.names import Canary
 from mx_exporter.smtp import SmtpPolicy, probe_address
 
 SUSPECT_SHARE = 0.9  # without canaries: this share of distinct addresses failing with connect timeouts…
@@ -36,12 +37,6 @@ class EgressState(StrEnum):
 
 
 @dataclass(frozen=True)
-class Canary:
-    host: str  # an IP address or a host name
-    port: int
-
-
-@dataclass(frozen=True)
 class Egress:
     state: EgressState
     detail: str  # one human line: which canary answered, or what every one did
@@ -49,20 +44,6 @@ class Egress:
     @property
     def up(self) -> bool:
         return self.state is EgressState.UP
-
-
-def parse_canary(text: str) -> Canary:
-    """ "host:port" or "[v6]:port"; ValueError with the reason. The port is required (it says what is tested)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{text!r} is not host:port (a port 1-65535 is required)")
-    if host.startswith("[") and host.endswith("]"):
-        host = str(ipaddress.IPv6Address(host[1:-1]))
-    elif ":" in host:
-        raise ValueError(f"{text!r}: write an IPv6 address in brackets, [2001:db8::1]:25")
-    if not host:
-        raise ValueError(f"{text!r}: empty host")
-    return Canary(host.lower().rstrip("."), int(port_text))
 
 
 # Outcomes where a TCP connection was made: egress works, whatever the peer then said.

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mx_exporter.assess import Expectations, build_report
-from mx_exporter.egress import Egress, check_egress, parse_canary, suspected
+from mx_exporter.egress import Egress, check_egress, suspected
 from mx_exporter.model import (
     AddressResult,
     DnsStatus,
@@ -30,6 +30,7 @@ from mx_exporter.model import (
     Resolution,
     ResolvedAddress,
 )
+from mx_exporter.names import parse_canary
 from mx_exporter.policy_fetch import PolicyCache
 from mx_exporter.resolve import Asker, NameCache, ResolvePolicy, make_resolver, resolve_domain
 from mx_exporter.selfmetrics import ExporterMetrics, RefreshTally

@@ -2,7 +2,9 @@
 
 ``normalize_domain`` turns what an operator typed into the IDNA ASCII form or refuses it with a one-line reason;
 ``address_allowed`` is the SSRF guard (only global unicast, unless inside ``allow_networks``);
-``looks_like_ip_literal`` spots an MX target that is an address written as a name.
+``looks_like_ip_literal`` spots an MX target that is an address written as a name; ``parse_nameserver`` and
+``parse_canary`` read the host:port forms of the settings. Imports nothing from the pipeline, so the settings
+model validates with the same code the stages use without importing them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import dns.name
 import idna
@@ -89,3 +92,50 @@ def looks_like_ip_literal(name: dns.name.Name) -> bool:
     if _is_ip(name.to_text(omit_final_dot=True).strip("[]")):
         return True
     return bool(labels) and all(label.isdigit() for label in labels)
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """Split "ip", "ip:port", "[v6]" or "[v6]:port" into (ip, port); the port defaults to 53."""
+    host, port_text = text, ""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"nameserver {text!r}: expected [ipv6] or [ipv6]:port")
+        port_text = rest[1:] if rest else ""
+        if rest and not port_text:
+            raise ValueError(f"nameserver {text!r}: empty port after ':'")
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        if not port_text:
+            raise ValueError(f"nameserver {text!r}: empty port after ':'")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"nameserver {text!r}: {host!r} is not an IP address") from None
+    if isinstance(address, ipaddress.IPv4Address) and text.startswith("["):
+        raise ValueError(f"nameserver {text!r}: brackets are only for IPv6 addresses")
+    if not port_text:
+        return str(address), 53
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"nameserver {text!r}: port must be a number from 1 to 65535")
+    return str(address), int(port_text)
+
+
+@dataclass(frozen=True)
+class Canary:
+    host: str  # an IP address or a host name
+    port: int
+
+
+def parse_canary(text: str) -> Canary:
+    """ "host:port" or "[v6]:port"; ValueError with the reason. The port is required (it says what is tested)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{text!r} is not host:port (a port 1-65535 is required)")
+    if host.startswith("[") and host.endswith("]"):
+        host = str(ipaddress.IPv6Address(host[1:-1]))
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, [2001:db8::1]:25")
+    if not host:
+        raise ValueError(f"{text!r}: empty host")
+    return Canary(host.lower().rstrip("."), int(port_text))

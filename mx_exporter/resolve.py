@@ -27,7 +27,7 @@ import dns.exception
 import dns.name
 import dns.nameserver
 
-from mx_exporter.dnsquery import DnsClient, Reply, parse_nameserver, system_nameservers
+from mx_exporter.dnsquery import DnsClient, Reply, system_nameservers
 from mx_exporter.model import (
     DnsStatus,
     Family,
@@ -36,7 +36,13 @@ from mx_exporter.model import (
     ResolvedAddress,
     ResolvedExchange,
 )
-from mx_exporter.names import Network, address_allowed, looks_like_ip_literal, normalize_domain
+from mx_exporter.names import (
+    Network,
+    address_allowed,
+    looks_like_ip_literal,
+    normalize_domain,
+    parse_nameserver,
+)
 
 __all__ = [
     "MAX_EXCHANGES",

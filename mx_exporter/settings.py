@@ -22,9 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from mx_exporter.egress import parse_canary
 from mx_exporter.model import Family
-from mx_exporter.resolve import normalize_domain, parse_nameserver
+from mx_exporter.names import normalize_domain, parse_canary, parse_nameserver
 
 ENV_PREFIX = "MX_EXPORTER_"
 DEFAULT_PORT = 9706

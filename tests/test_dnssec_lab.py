@@ -22,7 +22,7 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mx_exporter.dnsquery import parse_nameserver
+from mx_exporter.names import parse_nameserver
 from tests.lab import dnssec, plan
 from tests.lab.dnssec import SignedZone, Unbound, break_signature, sign_zone, zone_header
 from tests.lab.nsd import NsdServer, free_port

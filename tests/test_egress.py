@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from mx_exporter.egress import BLOCKED_TEXT, Canary, EgressState, judge, parse_canary, suspected
+from mx_exporter.egress import BLOCKED_TEXT, EgressState, judge, suspected
 from mx_exporter.model import AddressResult, Family, SmtpOutcome
+from mx_exporter.names import Canary, parse_canary
 from tests.lab import plan
 from tests.lab.exporter import exporter_command, lab_config, series, value
 

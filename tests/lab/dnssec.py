@@ -38,7 +38,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from mx_exporter.dnsquery import parse_nameserver
+from mx_exporter.names import parse_nameserver
 from tests.lab.nsd import ADDRESS, START_ATTEMPTS, free_port
 
 LDNS_KEYGEN = Path("/usr/bin/ldns-keygen")
@@ -281,7 +281,7 @@ class Unbound:
 
     @property
     def nameserver(self) -> str:
-        """ "ip:port", as the exporter's resolver.nameservers takes it (mx_exporter.dnsquery.parse_nameserver)."""
+        """ "ip:port", as the exporter's resolver.nameservers takes it (mx_exporter.names.parse_nameserver)."""
         return f"{self.address}:{self.port}"
 
     @property

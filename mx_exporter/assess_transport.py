@@ -21,8 +21,7 @@ from mx_exporter.model import (
     TlsaLookup,
     TlsRptVerdict,
 )
-from mx_exporter.mtasts import Policy, mx_matches
-from mx_exporter.tls import cert_valid_for
+from mx_exporter.mtasts import Policy, uncovered
 from mx_exporter.transport import StsLookup, TransportLookup
 
 
@@ -42,26 +41,20 @@ def domain_dane(tiers: tuple[Tier, ...]) -> DomainDane | None:
     exchanges = [e for t in tiers for e in t.exchanges if e.tlsa is not None]
     if not exchanges:
         return None
-    applying = [e for e in exchanges if e.tlsa is not None and e.tlsa.state == "secure" and _usable(e.tlsa)]
+    applying = [e for e in exchanges if e.tlsa_usable]
     bogus = [e.name for e in exchanges if e.tlsa is not None and e.tlsa.state == "bogus"]
     failing = [
         f"{e.name} {d.address}" for e in applying for d in e.dane if d.state is DaneState.SECURE_NO_MATCH
     ]
-    if failing:
-        detail = "no TLSA match: " + ", ".join(failing)
-    elif bogus:
-        detail = "DNSSEC bogus: " + ", ".join(bogus)
-    elif applying:
-        detail = "every accepting address matches its TLSA records"
-    else:
-        detail = "no exchange publishes secure TLSA records: DANE does not apply"
-    if bogus and failing:
-        detail += "; DNSSEC bogus: " + ", ".join(bogus)
-    return DomainDane(applies=bool(applying), valid=not failing, bogus=bool(bogus), detail=detail)
-
-
-def _usable(tlsa: TlsaLookup) -> bool:
-    return usable_records(tlsa) > 0
+    said = [f"no TLSA match: {', '.join(failing)}"] if failing else []
+    said += [f"DNSSEC bogus: {', '.join(bogus)}"] if bogus else []
+    if not said:
+        said = [
+            "every accepting address matches its TLSA records"
+            if applying
+            else "no exchange publishes secure TLSA records: DANE does not apply"
+        ]
+    return DomainDane(applies=bool(applying), valid=not failing, bogus=bool(bogus), detail="; ".join(said))
 
 
 def usable_records(tlsa: TlsaLookup | None) -> int:
@@ -87,14 +80,13 @@ def sts_verdict(sts: StsLookup, tiers: tuple[Tier, ...], deliverable: bool) -> S
         reason = f"policy id {sts.record.id} cached"
     elif state is not PolicyState.VALID:
         reason = f"{reason}; the cached policy stays in force"
-    names = [e.name for t in tiers for e in t.exchanges]
-    uncovered = tuple(n for n in names if not _covered(policy, n))
+    outside = uncovered(policy, (e.name for t in tiers for e in t.exchanges))
     return StsVerdict(
         state=state,
         reason=reason,
         mode=policy.mode,
         max_age=policy.max_age,
-        uncovered=uncovered,
+        uncovered=outside,
         certificates_valid=_certificates_valid(tiers),
         deliverable=_enforced_deliverable(policy, tiers)
         if policy.mode is PolicyMode.ENFORCE
@@ -103,27 +95,28 @@ def sts_verdict(sts: StsLookup, tiers: tuple[Tier, ...], deliverable: bool) -> S
 
 
 def _covered(policy: Policy, exchange: str) -> bool:
-    return any(mx_matches(pattern, exchange) for pattern in policy.mx)
+    return not uncovered(policy, (exchange,))
 
 
-def _certificate_ok(exchange: str, result: AddressResult) -> bool:
-    """A certificate valid for the exchange name (RFC 8461 §4.2). STARTTLS offered but not tried
-    (smtp.starttls: false) is not held against the address: there is nothing to judge."""
+def _certificate_ok(result: AddressResult) -> bool:
+    """A certificate valid for the exchange name (RFC 8461 §4.2), as assessment judged it per exchange
+    (``TlsFacts.cert_valid``). STARTTLS offered but not tried (smtp.starttls: false) is not held against the
+    address: there is nothing to judge."""
     if result.tls is None:
         return result.starttls_advertised
-    return cert_valid_for(exchange, result.tls) is True
+    return result.tls.cert_valid is True
 
 
 def _certificates_valid(tiers: tuple[Tier, ...]) -> bool:
     """Every accepting address presented a certificate valid for its exchange name."""
-    return all(_certificate_ok(e.name, a) for t in tiers for e in t.exchanges for a in e.addresses if a.up)
+    return all(_certificate_ok(a) for t in tiers for e in t.exchanges for a in e.addresses if a.up)
 
 
 def _enforced_deliverable(policy: Policy, tiers: tuple[Tier, ...]) -> bool:
     """An enforcing sender delivers only to an exchange the policy names, over TLS with a certificate valid for
     that name (RFC 8461 §4.1, §4.2, §5)."""
     return any(
-        a.up and _certificate_ok(e.name, a)
+        a.up and _certificate_ok(a)
         for t in tiers
         for e in t.exchanges
         if _covered(policy, e.name)

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from mx_exporter.assess import Expectations, build_report
 from mx_exporter.egress import Egress, check_egress, suspected
@@ -41,6 +41,7 @@ from mx_exporter.transport import TransportLookup, TransportPolicy, lookup_trans
 log = logging.getLogger(__name__)
 
 AddressKey = tuple[str, int]
+T = TypeVar("T")
 # Domains in progress at once during a refresh: a bounded number of coroutines instead of one task per domain
 # (50,000 domains must not mean 50,000 tasks). Most of them only wait on DNS or shared SMTP sessions, which the
 # resolver and session limits bound, so this only needs to be large enough to keep those limits busy.
@@ -257,24 +258,20 @@ class Prober:
 
 def _transport_of(task: asyncio.Task[TransportLookup] | None) -> TransportLookup | None:
     """The finished lookups; unfinished ones (the deadline) are cancelled and left out of the report."""
-    if task is None:
-        return None
-    if not task.done():
+    if task is not None and not task.done():
         task.cancel()
         return None
-    if task.cancelled():
-        return None
-    if task.exception() is not None:
-        log.error("transport lookups raised (a bug; left out)", exc_info=task.exception())
-        return None
-    return task.result()
+    return None if task is None else _result_of(task, "transport lookups raised (a bug; left out)")
 
 
-def _result_of(fut: asyncio.Future[AddressResult]) -> AddressResult | None:
+def _result_of(
+    fut: asyncio.Future[T], bug: str = "SMTP probe raised (a bug; address left unprobed)"
+) -> T | None:
+    """A finished future's result; None when it was cancelled or raised (logged: that is a bug)."""
     if fut.cancelled():
         return None
     if fut.exception() is not None:
-        log.error("SMTP probe raised (a bug; address left unprobed)", exc_info=fut.exception())
+        log.error(bug, exc_info=fut.exception())
         return None
     return fut.result()
 

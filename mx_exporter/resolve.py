@@ -386,10 +386,6 @@ class Asker:
         found, _, _, _ = await _addresses(qname, name, self._run)
         return tuple(a.address for a in found if a.allowed)
 
-    @property
-    def timeout(self) -> float:
-        return self._run.policy.timeout
-
 
 async def _explicit_mx(domain: str, answer: Reply, run: _Run) -> Resolution:
     """An MX RRset: null MX, or every distinct exchange at its lowest preference (RFC 5321 §5.1, RFC 7505)."""

@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from mx_exporter.names import parse_nameserver
-from tests.lab import dnssec, plan
+from tests.lab import nsd, plan
 from tests.lab.dnssec import SignedZone, Unbound, break_signature, sign_zone, zone_header
 from tests.lab.nsd import NsdServer, free_port
 
@@ -184,7 +184,7 @@ def test_a_port_taken_between_choice_and_bind_is_retried_on_another(
         squatter.bind(("127.0.0.1", 0))
         taken = squatter.getsockname()[1]
         ports = iter([taken, free_port()])
-        monkeypatch.setattr(dnssec, "free_port", lambda: next(ports))
+        monkeypatch.setattr(nsd, "free_port", lambda: next(ports))  # the shared start loop's port source
         with Unbound(lab.nsd.nameserver, insecure_zones=[UNSIGNED]) as unbound:
             assert unbound.port != taken
             assert ask(unbound, f"mx.{UNSIGNED}", "A").rcode() == dns.rcode.NOERROR

@@ -39,7 +39,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from mx_exporter.names import parse_nameserver
-from tests.lab.nsd import ADDRESS, START_ATTEMPTS, free_port
+from tests.lab.nsd import ADDRESS, start_on_a_free_port
 
 LDNS_KEYGEN = Path("/usr/bin/ldns-keygen")
 LDNS_SIGNZONE = Path("/usr/bin/ldns-signzone")
@@ -316,18 +316,11 @@ class Unbound:
         if not UNBOUND_BINARY.exists():
             raise RuntimeError("unbound not installed: run the README test command")
         self._state = tempfile.TemporaryDirectory(prefix="mx-exporter-unbound-")
-        failures = []
-        for _ in range(START_ATTEMPTS):
-            port = free_port()
-            problem = self._try_start(port)
-            if problem is None:
-                self.port = port
-                return
-            failures.append(f"port {port}: {problem}")
-            if not any(sign in problem for sign in UNBOUND_RACE_SIGNS):
-                break  # a broken config or upstream: another port will not help
-        self.stop()
-        raise RuntimeError("Unbound did not start:\n" + "\n".join(failures))
+        try:
+            self.port = start_on_a_free_port(self._try_start, UNBOUND_RACE_SIGNS, "Unbound")
+        except RuntimeError:
+            self.stop()
+            raise
 
     def _try_start(self, port: int) -> str | None:
         assert self._state is not None

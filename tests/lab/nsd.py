@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import dns.exception
@@ -99,6 +99,22 @@ def free_port(address: str = ADDRESS) -> int:
     raise RuntimeError(f"no port free for both UDP and TCP on {address}")
 
 
+def start_on_a_free_port(try_start: Callable[[int], str | None], race_signs: Sequence[str], what: str) -> int:
+    """Try fresh free ports until ``try_start(port)`` returns None (started) and return that port. Another
+    process may take a port between free_port() and the bind, so a failure that reads like a race (one of
+    ``race_signs``) tries the next port; any other failure is a broken config another port will not fix."""
+    failures = []
+    for _ in range(START_ATTEMPTS):
+        port = free_port()
+        problem = try_start(port)
+        if problem is None:
+            return port
+        failures.append(f"port {port}: {problem}")
+        if not any(sign in problem for sign in race_signs):
+            break
+    raise RuntimeError(f"{what} did not start:\n" + "\n".join(failures))
+
+
 class NsdServer:
     """NSD serving the lab zone on 127.0.0.1 and a free port; ``nameserver`` is the resolver setting for it."""
 
@@ -129,18 +145,11 @@ class NsdServer:
         if not NSD_BINARY.exists():
             raise RuntimeError("nsd not installed: run the README test command")
         self._state = tempfile.TemporaryDirectory(prefix="mx-exporter-nsd-")
-        failures = []
-        for _ in range(START_ATTEMPTS):
-            port = free_port()
-            problem = self._try_start(port)
-            if problem is None:
-                self.port = port
-                return
-            failures.append(f"port {port}: {problem}")
-            if not any(sign in problem for sign in RACE_SIGNS):
-                break  # a broken config or zone: another port will not help
-        self.stop()
-        raise RuntimeError("NSD did not start:\n" + "\n".join(failures))
+        try:
+            self.port = start_on_a_free_port(self._try_start, RACE_SIGNS, "NSD")
+        except RuntimeError:
+            self.stop()
+            raise
 
     def _try_start(self, port: int) -> str | None:
         """Run NSD on the port; None when it answers as itself, else why not (with its stderr)."""

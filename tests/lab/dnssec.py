@@ -16,11 +16,8 @@ Typical use::
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
-import os
 import re
-import signal
 import subprocess
 import tempfile
 import time
@@ -39,7 +36,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from mx_exporter.names import parse_nameserver
-from tests.lab.nsd import ADDRESS, start_on_a_free_port
+from tests.lab.nsd import ADDRESS, start_on_a_free_port, terminate
 
 LDNS_KEYGEN = Path("/usr/bin/ldns-keygen")
 LDNS_SIGNZONE = Path("/usr/bin/ldns-signzone")
@@ -384,15 +381,7 @@ class Unbound:
 
     def _terminate(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        terminate(process)
 
     def stop(self) -> None:
         self._terminate()

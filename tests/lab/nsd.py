@@ -115,6 +115,19 @@ def start_on_a_free_port(try_start: Callable[[int], str | None], race_signs: Seq
     raise RuntimeError(f"{what} did not start:\n" + "\n".join(failures))
 
 
+def terminate(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a lab server and wait; SIGKILL its process group when it does not end within 5 s."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
 class NsdServer:
     """NSD serving the lab zone on 127.0.0.1 and a free port; ``nameserver`` is the resolver setting for it."""
 
@@ -213,15 +226,7 @@ class NsdServer:
 
     def _terminate(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        terminate(process)
 
     def reload(self) -> None:
         """Re-read the zone file (SIGHUP, nsd(8)): tests change a zone under a running exporter."""

@@ -157,7 +157,8 @@ class Prober:
         self.in_flight = in_flight if in_flight is not None else {}
         self.on_session = on_session
         # MTA-STS policies by domain, fetched once per max_age; shared across reloads like in_flight.
-        self.policies = policies if policies is not None else PolicyCache(settings.mta_sts.refetch_seconds)
+        self.policies = policies if policies is not None else PolicyCache()
+        self.policies.refetch_seconds = settings.mta_sts.refetch_seconds  # a reload may change it
 
     def new_cycle(self) -> CycleCache:
         """A cache for one refresh cycle or one /probe request, counted into the exporter's metrics."""

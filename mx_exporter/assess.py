@@ -36,6 +36,7 @@ from mx_exporter.model import (
     TlsaLookup,
     Verdict,
 )
+from mx_exporter.names import normalize_name
 from mx_exporter.senders import deliveries
 from mx_exporter.tls import cert_valid_for
 from mx_exporter.transport import TransportLookup
@@ -45,14 +46,12 @@ NOT_PROBED = "not probed"
 NOT_ALLOWED = "not probed: address is not global unicast and not in allow_networks"
 
 
-def _norm_name(name: str) -> str:
-    """Exchange names compare case-free and without the trailing root dot."""
-    return name.strip().lower().rstrip(".")
-
-
 @dataclass(frozen=True)
 class Expectations:
-    """What the operator expects of one domain; ``None`` = not configured (no series is emitted for it)."""
+    """What the operator expects of one domain; ``None`` = not configured (no series is emitted for it).
+
+    Plain data: the settings model (``ExpectSettings``) validated every value.
+    """
 
     min_records: int | None = None
     min_tiers: int | None = None
@@ -68,36 +67,6 @@ class Expectations:
         None  # the primary may answer 4xx to first contact; Postfix and Exim still deliver
     )
     max_greeting_seconds: float | None = None  # every greeting arrives within this (a tarpit is degraded)
-
-    def __post_init__(self) -> None:
-        """Reject wrong types early, naming the field, so a settings bug never shows up as a wrong verdict."""
-        for name in ("min_records", "min_tiers"):
-            value = getattr(self, name)
-            if value is not None and (type(value) is not int or value < 0):
-                raise ValueError(f"expectation {name} must be a non-negative integer, got {value!r}")
-        for name in (
-            "starttls",
-            "null_mx",
-            "fallback_to_a",
-            "deliverable",
-            "primary_up",
-            "nolisting",
-            "greylisting",
-        ):
-            value = getattr(self, name)
-            if value is not None and type(value) is not bool:
-                raise ValueError(f"expectation {name} must be true or false, got {value!r}")
-        limit = self.max_greeting_seconds
-        if limit is not None and (type(limit) not in (int, float) or not 0 < limit <= 3600):
-            raise ValueError(f"expectation max_greeting_seconds must be seconds in (0, 3600], got {limit!r}")
-        if self.exchanges is not None:
-            if not isinstance(self.exchanges, tuple | list) or not all(
-                isinstance(n, str) for n in self.exchanges
-            ):
-                raise ValueError(f"expectation exchanges must be a list of names, got {self.exchanges!r}")
-            object.__setattr__(self, "exchanges", tuple(self.exchanges))  # a list from settings is fine too
-            if any(not _norm_name(n) for n in self.exchanges):
-                raise ValueError(f"expectation exchanges contains an empty name: {self.exchanges!r}")
 
     @property
     def intended_primary_outage(self) -> bool:
@@ -223,11 +192,11 @@ def _expectations_met(
 ) -> dict[str, bool]:
     """Each configured expectation -> whether it holds."""
     e = expectations
-    actual_names = {_norm_name(x.name) for x in resolution.exchanges}
+    actual_names = {normalize_name(x.name) for x in resolution.exchanges}
     holds: dict[str, bool] = {
         "min_records": e.min_records is not None and resolution.mx_records >= e.min_records,
         "min_tiers": e.min_tiers is not None and len(tiers) >= e.min_tiers,
-        "exchanges": e.exchanges is not None and {_norm_name(n) for n in e.exchanges} == actual_names,
+        "exchanges": e.exchanges is not None and {normalize_name(n) for n in e.exchanges} == actual_names,
         "starttls": _starttls_met(tiers) == e.starttls,
         "null_mx": resolution.null_mx == e.null_mx,
         "fallback_to_a": resolution.fallback_to_a == e.fallback_to_a,

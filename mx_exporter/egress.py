@@ -20,7 +20,8 @@ import dns.name
 from mx_exporter.dnsquery import DnsClient
 from mx_exporter.model import AddressResult, Family, ResolvedAddress, SmtpOutcome
 from mx_exporter.names import Canary
-from mx_exporter.smtp import SmtpPolicy, probe_address
+from mx_exporter.smtp import probe_address
+from mx_exporter.smtp_wire import SmtpPolicy
 
 SUSPECT_SHARE = 0.9  # without canaries: this share of distinct addresses failing with connect timeouts…
 SUSPECT_MIN_ADDRESSES = 10  # …out of at least this many, in one refresh

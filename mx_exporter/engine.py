@@ -35,7 +35,8 @@ from mx_exporter.policy_fetch import PolicyCache
 from mx_exporter.resolve import Asker, NameCache, ResolvePolicy, make_resolver, resolve_domain
 from mx_exporter.selfmetrics import ExporterMetrics, RefreshTally
 from mx_exporter.settings import DomainSettings, Settings
-from mx_exporter.smtp import SmtpPolicy, probe_address
+from mx_exporter.smtp import probe_address
+from mx_exporter.smtp_wire import SmtpPolicy
 from mx_exporter.transport import TransportLookup, TransportPolicy, lookup_transport
 
 log = logging.getLogger(__name__)

@@ -171,11 +171,9 @@ class TlsFacts:
     handshake_ok: bool
     version: str | None = None  # e.g. "TLSv1.3"
     cert_not_after: float | None = None  # unix seconds
-    cert_valid: bool | None = (
-        None  # chain and exchange name verified: set per exchange in assessment, else None
-    )
-    # Added with the TLS stage. A session is per address, shared by every exchange name pointing at it, so
-    # validity for one name is computed from these by tls.cert_valid_for(exchange_name, facts).
+    # Chain and exchange name verified. A session is per address, shared by every exchange name pointing at it,
+    # so the session leaves this None; assessment sets it per exchange (tls.cert_valid_for) and nothing else does.
+    cert_valid: bool | None = None
     chain_valid: bool | None = None  # presented chain verifies to a trusted root; None: no certificate seen
     names: tuple[str, ...] = ()  # the leaf's DNS subjectAltNames, lower case
     detail: str = ""  # one short human line: why the handshake failed or the chain did not verify

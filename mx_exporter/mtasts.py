@@ -15,11 +15,10 @@ import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import idna
-
 from mx_exporter.model import PolicyMode as PolicyMode  # re-exported: the enums live with the model
 from mx_exporter.model import PolicyState as PolicyState
-from mx_exporter.smtp_wire import sanitize
+from mx_exporter.names import normalize_name
+from mx_exporter.text import sanitize
 
 MAX_AGE_LIMIT = 31_557_600  # RFC 8461 §3.2: max_age at most one year
 POLICY_PATH = "/.well-known/mta-sts.txt"  # RFC 8461 §3.2
@@ -201,18 +200,6 @@ def _valid_pattern(value: str) -> bool:
     """``["*."] Domain`` (RFC 8461 §3.2, Domain of RFC 5321 §4.1.2); one trailing dot is tolerated."""
     host = value[2:] if value.startswith("*.") else value
     return _HOST.fullmatch(host) is not None
-
-
-def normalize_name(name: str) -> str:
-    """Lower case, no trailing dot, U-labels as A-labels (so a pattern and an exchange compare in one form)."""
-    name = name.strip().rstrip(".").lower()
-    wild, rest = ("*.", name[2:]) if name.startswith("*.") else ("", name)
-    if rest.isascii():
-        return name
-    try:
-        return wild + idna.encode(rest, uts46=True).decode("ascii")
-    except UnicodeError:  # idna.IDNAError is a UnicodeError: such a name matches only itself
-        return name
 
 
 def mx_matches(pattern: str, exchange: str) -> bool:

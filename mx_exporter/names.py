@@ -2,9 +2,11 @@
 
 ``normalize_domain`` turns what an operator typed into the IDNA ASCII form or refuses it with a one-line reason;
 ``address_allowed`` is the SSRF guard (only global unicast, unless inside ``allow_networks``);
-``looks_like_ip_literal`` spots an MX target that is an address written as a name; ``parse_nameserver`` and
-``parse_canary`` read the host:port forms of the settings. Imports nothing from the pipeline, so the settings
-model validates with the same code the stages use without importing them.
+``looks_like_ip_literal`` spots an MX target that is an address written as a name; ``split_host_port`` is the one
+reader of host:port forms (``parse_nameserver``, ``parse_canary``, ``split_listen_address`` build on it);
+``normalize_name`` is the one form exchange and host names are compared in; ``check_ehlo_name`` judges the EHLO
+name. Imports nothing from the pipeline, so the settings model validates with the same code the stages use
+without importing them.
 """
 
 from __future__ import annotations
@@ -94,31 +96,55 @@ def looks_like_ip_literal(name: dns.name.Name) -> bool:
     return bool(labels) and all(label.isdigit() for label in labels)
 
 
-def parse_nameserver(text: str) -> tuple[str, int]:
-    """Split "ip", "ip:port", "[v6]" or "[v6]:port" into (ip, port); the port defaults to 53."""
-    host, port_text = text, ""
+def split_host_port(text: str, default_port: int | None = None, lowest_port: int = 1) -> tuple[str, int]:
+    """The one reader of host:port forms: "host:port", "[v6]:port", ":port" (an empty host is the caller's
+    to judge); with ``default_port`` also "host", "[v6]" and a bare IPv6 address. An IPv6 address before a port
+    needs its brackets (otherwise its last group would read as the port). ValueError with the reason."""
+    port_text: str | None
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"nameserver {text!r}: expected [ipv6] or [ipv6]:port")
-        port_text = rest[1:] if rest else ""
-        if rest and not port_text:
-            raise ValueError(f"nameserver {text!r}: empty port after ':'")
+            raise ValueError("expected [ipv6] or [ipv6]:port")
+        if not _is_ipv6(host):
+            raise ValueError(f"brackets are only for IPv6 addresses, not {host!r}")
+        host = str(ipaddress.IPv6Address(host))  # one spelling: [2001:DB8:0::1] is 2001:db8::1
+        port_text = rest[1:] if rest else None
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
-        if not port_text:
-            raise ValueError(f"nameserver {text!r}: empty port after ':'")
+    elif ":" in text and (default_port is None or not _is_ipv6(text)):
+        raise ValueError("write an IPv6 address in brackets, [2001:db8::1]:25")
+    else:
+        host, port_text = text, None
+    if port_text is None:
+        if default_port is None:
+            raise ValueError("a port is required")
+        return host, default_port
+    if not port_text:
+        raise ValueError("empty port after ':'")
+    if not (port_text.isascii() and port_text.isdigit()) or not lowest_port <= int(port_text) <= 65535:
+        raise ValueError(f"port must be a number from {lowest_port} to 65535")
+    return host, int(port_text)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """Split "ip", "ip:port", "[v6]" or "[v6]:port" into (ip, port); the port defaults to 53."""
+    try:
+        host, port = split_host_port(text, default_port=53)
+    except ValueError as err:
+        raise ValueError(f"nameserver {text!r}: {err}") from None
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"nameserver {text!r}: {host!r} is not an IP address") from None
-    if isinstance(address, ipaddress.IPv4Address) and text.startswith("["):
-        raise ValueError(f"nameserver {text!r}: brackets are only for IPv6 addresses")
-    if not port_text:
-        return str(address), 53
-    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"nameserver {text!r}: port must be a number from 1 to 65535")
-    return str(address), int(port_text)
+    return str(address), port
 
 
 @dataclass(frozen=True)
@@ -129,13 +155,41 @@ class Canary:
 
 def parse_canary(text: str) -> Canary:
     """ "host:port" or "[v6]:port"; ValueError with the reason. The port is required (it says what is tested)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{text!r} is not host:port (a port 1-65535 is required)")
-    if host.startswith("[") and host.endswith("]"):
-        host = str(ipaddress.IPv6Address(host[1:-1]))
-    elif ":" in host:
-        raise ValueError(f"{text!r}: write an IPv6 address in brackets, [2001:db8::1]:25")
+    try:
+        host, port = split_host_port(text)
+    except ValueError as err:
+        raise ValueError(f"{text!r} is not host:port ({err})") from None
     if not host:
         raise ValueError(f"{text!r}: empty host")
-    return Canary(host.lower().rstrip("."), int(port_text))
+    return Canary(host.lower().rstrip("."), port)
+
+
+def split_listen_address(text: str) -> tuple[str, int]:
+    """ "host:port", "[v6]:port" or ":port" (every IPv4 address) -> (host, port); port 0 picks a free one."""
+    try:
+        host, port = split_host_port(text, lowest_port=0)
+    except ValueError as err:
+        raise ValueError(f"{text!r} is not host:port ({err})") from None
+    return host or "0.0.0.0", port
+
+
+def normalize_name(name: str) -> str:
+    """An exchange or host name in the one form names are compared in: lower case, no trailing dot, U-labels as
+    A-labels ("*." kept in front, for MTA-STS patterns). Never raises: a name IDNA refuses matches only itself."""
+    name = name.strip().rstrip(".").lower()
+    wild, rest = ("*.", name[2:]) if name.startswith("*.") else ("", name)
+    if rest.isascii():
+        return name
+    try:
+        return wild + idna.encode(rest, uts46=True).decode("ascii")
+    except UnicodeError:  # idna.IDNAError is a UnicodeError
+        return name
+
+
+def check_ehlo_name(value: str) -> str:
+    """The name sent in EHLO/HELO: a fully qualified domain name (RFC 5321 §4.1.1.1), never localhost; returned
+    in its IDNA ASCII form, so what the settings accept is what goes on the wire."""
+    name = value.strip().rstrip(".").lower()
+    if not name or name == "localhost" or name.startswith("localhost.") or "." not in name:
+        raise ValueError(f"{value!r} is not a fully qualified domain name (and localhost is refused)")
+    return normalize_domain(name)

@@ -23,8 +23,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from mx_exporter import __version__
 from mx_exporter.model import PolicyState
-from mx_exporter.mtasts import POLICY_PATH, Policy, PolicyError, normalize_name, parse_policy
-from mx_exporter.smtp_wire import duration, sanitize
+from mx_exporter.mtasts import POLICY_PATH, Policy, PolicyError, parse_policy
+from mx_exporter.names import normalize_name
+from mx_exporter.text import duration, sanitize
 
 # --- the fetch (RFC 8461 §3.3)
 

@@ -127,7 +127,10 @@ class NameCache:
 
 @dataclass(frozen=True)
 class ResolvePolicy:
-    """How to ask DNS: which servers, how long, which address families, and which addresses may be probed."""
+    """How to ask DNS: which servers, how long, which address families, and which addresses may be probed.
+
+    Plain data: the settings model validated every value (nameserver syntax, timeout > 0, at least one family).
+    """
 
     nameservers: tuple[str, ...] = ()  # "ip", "ip:port", "[v6]:port"; empty = system resolver
     timeout: float = 5.0  # lifetime of one lookup (seconds)
@@ -135,20 +138,6 @@ class ResolvePolicy:
     max_addresses_per_exchange: int = 5
     allow_networks: tuple[Network, ...] = ()
     max_queries_per_second: float | None = None  # queries put on the wire, at most; None = unlimited
-
-    def __post_init__(self) -> None:
-        if not self.timeout > 0:
-            raise ValueError(f"resolver timeout must be above 0 seconds, got {self.timeout}")
-        if self.max_queries_per_second is not None and not self.max_queries_per_second > 0:
-            raise ValueError(f"max_queries_per_second must be above 0, got {self.max_queries_per_second}")
-        if not self.families:
-            raise ValueError("at least one address family (ipv4, ipv6) is needed")
-        if self.max_addresses_per_exchange < 1:
-            raise ValueError(
-                f"max_addresses_per_exchange must be 1 or more, got {self.max_addresses_per_exchange}"
-            )
-        for text in self.nameservers:
-            parse_nameserver(text)
 
 
 def make_resolver(policy: ResolvePolicy) -> DnsClient:

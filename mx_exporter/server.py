@@ -14,13 +14,13 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from mx_exporter.engine import Watcher
 from mx_exporter.loop import loop_name
+from mx_exporter.names import split_listen_address
 from mx_exporter.selfmetrics import ExporterMetrics
 from mx_exporter.settings import (
     FALLBACK_EHLO_NAME,
     ConfigError,
     Settings,
     SettingsLoader,
-    split_listen_address,
 )
 from mx_exporter.web import ExporterWeb, start_site, stop_site
 

@@ -23,7 +23,13 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mx_exporter.model import Family
-from mx_exporter.names import normalize_domain, parse_canary, parse_nameserver
+from mx_exporter.names import (
+    check_ehlo_name,
+    normalize_domain,
+    parse_canary,
+    parse_nameserver,
+    split_listen_address,
+)
 
 ENV_PREFIX = "MX_EXPORTER_"
 DEFAULT_PORT = 9706
@@ -38,6 +44,13 @@ class ConfigError(Exception):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _readable(value: str | None) -> str | None:
+    """A CA bundle (or directory) this process can read; None keeps the system store."""
+    if value is not None and not os.access(value, os.R_OK):
+        raise ValueError(f"{value!r} is not a readable file")
+    return value
 
 
 class ResolverSettings(_Strict):
@@ -70,6 +83,8 @@ class SmtpSettings(_Strict):
     starttls: bool = True  # try STARTTLS when advertised, to report TLS and certificate facts
     tls_ca_file: str | None = None  # PEM bundle to verify certificate chains; default: the system store
 
+    _tls_ca_file_readable = field_validator("tls_ca_file")(_readable)
+
 
 class SmtpOverride(_Strict):
     """Per-domain timeouts; unset keys keep the global value."""
@@ -95,6 +110,11 @@ class ExpectSettings(_Strict):
     nolisting: Literal[True] | None = None
     greylisting: Literal[True] | None = None
     max_greeting_seconds: Seconds | None = None
+
+    @field_validator("exchanges")
+    @classmethod
+    def _exchange_names(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [normalize_domain(name) for name in value]
 
 
 class DomainSettings(_Strict):
@@ -154,12 +174,7 @@ class MtaStsSettings(_Strict):
     # A cached policy is fetched again after its max_age, or after this many seconds, whichever comes first.
     refetch_seconds: Annotated[float, Field(ge=60, le=31_557_600)] = 86_400.0
 
-    @field_validator("ca_file")
-    @classmethod
-    def _ca_file_readable(cls, value: str | None) -> str | None:
-        if value is not None and not os.access(value, os.R_OK):
-            raise ValueError(f"{value} is not a readable file")
-        return value
+    _ca_file_readable = field_validator("ca_file")(_readable)
 
 
 class WebSettings(_Strict):
@@ -180,14 +195,6 @@ def default_ehlo_name() -> str:
         return check_ehlo_name(host_fqdn())
     except ValueError:
         return FALLBACK_EHLO_NAME
-
-
-def check_ehlo_name(value: str) -> str:
-    name = value.strip().rstrip(".").lower()
-    if not name or name == "localhost" or name.startswith("localhost.") or "." not in name:
-        raise ValueError(f"{value!r} is not a fully qualified domain name (and localhost is refused)")
-    normalize_domain(name)
-    return name
 
 
 class Settings(BaseSettings):
@@ -263,15 +270,6 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _FileSource(settings_cls))
-
-
-def split_listen_address(value: str) -> tuple[str, int]:
-    """ "host:port", "[v6]:port" or ":port" -> (host, port); ValueError otherwise."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
-        raise ValueError(f"{value!r} is not host:port")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port_text)
 
 
 _file_data: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("_file_data", default=None)

@@ -1,32 +1,45 @@
-"""The SMTP wire under one session: reply framing with a hard line limit, a bounded timed transcript, and the
-pure rules that turn reply codes into outcomes. Kept apart from the session's phases in ``smtp.py``."""
+"""The SMTP wire under one session: how a session is bounded (``SmtpPolicy``), reply framing with a hard line
+limit, a bounded timed transcript, and the pure rules that turn reply codes into outcomes. Kept apart from the
+session's phases (``smtp.py``) and the STARTTLS step (``starttls.py``), which both drive ``ProbeProtocol``."""
 
 from __future__ import annotations
 
 import asyncio
-import re
+import ssl
+from dataclasses import dataclass
 
 from aiosmtplib.protocol import SMTPProtocol
+from aiosmtplib.response import SMTPResponse
 
 from mx_exporter.model import SmtpOutcome
+from mx_exporter.text import MAX_PEER_TEXT, sanitize
 
 MAX_TRANSCRIPT_LINES = 50
 MAX_TRANSCRIPT_LINE = 200
-MAX_PEER_TEXT = 120
-_UNPRINTABLE = re.compile(r"[^ -~]")
+
+
+@dataclass(frozen=True)
+class SmtpPolicy:
+    """How one session is run: the EHLO name, the port and every time and size bound.
+
+    Plain data: the settings model validated every value (a fully qualified EHLO name, ports, timeouts > 0).
+    """
+
+    ehlo_name: str
+    port: int = 25
+    connect_timeout: float = 5.0
+    greeting_timeout: float = 15.0
+    ehlo_timeout: float = 10.0  # each of EHLO, HELO, STARTTLS and the TLS handshake
+    session_timeout: float = 30.0  # overall deadline for the whole session, on top of the phases
+    quit_timeout: float = 2.0  # short wait for 221; QUIT is courtesy, never changes the outcome
+    max_line_length: int = (
+        2048  # bound on one reply line (RFC 5321 §4.5.3.1.5 allows 512); longer: protocol_error
+    )
+    starttls: bool = True  # try STARTTLS when advertised, for TLS and certificate facts (never the outcome)
+    tls_ca_file: str | None = None  # PEM bundle of trusted roots; None: the system store
 
 
 # --- pure helpers
-
-
-def sanitize(text: str, limit: int = MAX_PEER_TEXT) -> str:
-    """Peer text made safe for logs: printable ASCII only (others become '?'), at most ``limit`` chars.
-
-    One regex pass (every transcript line goes through here: a per-character loop was 7 % of a session's CPU).
-    """
-    if len(text) > limit:
-        text = text[: max(limit - 3, 0)] + "..."
-    return _UNPRINTABLE.sub("?", text)
 
 
 def reply_summary(code: int, message: str, limit: int = MAX_PEER_TEXT) -> str:
@@ -53,11 +66,6 @@ def classify_ehlo(code: int) -> SmtpOutcome | None:
     if 200 <= code <= 599:
         return SmtpOutcome.EHLO_FAILED
     return SmtpOutcome.PROTOCOL_ERROR
-
-
-def duration(seconds: float) -> str:
-    """Short human duration: '3 ms', '2.5 s'."""
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.3g} s"
 
 
 class Transcript:
@@ -88,6 +96,9 @@ class ProbeProtocol(SMTPProtocol):
         self._partial = bytearray()
         self.bytes_received = 0
         self.overlong = False
+        self.last_code: int | None = (
+            None  # code of the last whole reply; None while one is awaited or after a bad one
+        )
 
     def data_received(self, data: bytes) -> None:
         if self.overlong:
@@ -102,6 +113,19 @@ class ProbeProtocol(SMTPProtocol):
             return self._too_long()
         self._partial = bytearray(rest)
         super().data_received(data)
+
+    async def read_response(self, timeout: float | None = None) -> SMTPResponse:  # noqa: ASYNC109 (aiosmtplib's signature)
+        """aiosmtplib's read (every command's reply comes through here), remembering the last whole reply's code."""
+        self.last_code = None
+        reply = await super().read_response(timeout=timeout)
+        self.last_code = reply.code
+        return reply
+
+    async def upgrade(self, context: ssl.SSLContext, limit: float) -> None:
+        """STARTTLS, its 220 and the handshake (aiosmtplib's ``start_tls``); plaintext the peer sent after the
+        220 is dropped (RFC 3207 §4.2), and so is any unfinished line of it."""
+        await self.start_tls(context, timeout=limit)
+        self._partial.clear()
 
     def note_partial(self) -> None:
         """Put an unfinished reply line (a dribbler's, say) into the transcript."""

@@ -8,7 +8,8 @@ here, with cryptography's ``x509.verification``:
   a trusted root (the system store, or ``tls_ca_file``). A session is per address and shared by every exchange
   name that points at the address, so the name is NOT checked here.
 - ``cert_valid_for`` (per exchange name, pure): a verified chain whose leaf names the exchange (RFC 6125
-  matching, ``name_matches``). The collector calls it, because it knows the exchange.
+  matching, ``name_matches``). Assessment calls it once per exchange and stores the answer in the exchange's
+  ``TlsFacts.cert_valid``; everything downstream only reads that.
 
 Nothing here raises for peer data: failures become facts with a short human ``detail``.
 """
@@ -28,7 +29,8 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mx_exporter.model import TlsFacts
-from mx_exporter.smtp_wire import sanitize
+from mx_exporter.names import normalize_name
+from mx_exporter.text import sanitize
 
 MAX_CHAIN = 10  # certificates looked at from the peer (leaf included); real chains have 2-4
 MAX_NAMES = 100  # DNS names kept from the leaf
@@ -263,10 +265,6 @@ def _short(text: str) -> str:
 # --- per exchange name (pure)
 
 
-def _norm(name: str) -> str:
-    return name.strip().rstrip(".").lower()
-
-
 def name_matches(name: str, patterns: Iterable[str]) -> bool:
     """Does the host ``name`` match one of the certificate's DNS names (RFC 6125 §6.4)?
 
@@ -274,10 +272,10 @@ def name_matches(name: str, patterns: Iterable[str]) -> bool:
     matches exactly one label ("mx.example.org", not "example.org" nor "a.b.example.org"), and needs at least
     two labels after it ("*.org" matches nothing). Partial wildcards ("mx*.example.org") match nothing.
     """
-    host = _norm(name)
+    host = normalize_name(name)
     if not host or "*" in host or ".." in host:
         return False
-    return any(_match(host, _norm(p)) for p in patterns)
+    return any(_match(host, normalize_name(p)) for p in patterns)
 
 
 def _match(host: str, pattern: str) -> bool:

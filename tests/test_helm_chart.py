@@ -267,7 +267,9 @@ def test_includes_and_files_exist() -> None:
 
 def rendered_config(values: dict[str, Any]) -> dict[str, Any]:
     """The settings file configmap.yaml renders: its literal keys, then `toYaml .Values.config`."""
-    config: dict[str, Any] = {"listen_address": f"{values['listenHost']}:{values['service']['port']}"}
+    host = values["listenHost"]
+    host = f"[{host}]" if ":" in host else host  # configmap.yaml's $listenHost
+    config: dict[str, Any] = {"listen_address": f"{host}:{values['service']['port']}"}
     if values["webConfig"]["enabled"]:
         config["web"] = {"config_file": WEB_CONFIG_PATH}
     config.update(values["config"])
@@ -315,11 +317,32 @@ def test_shard_environment_names_settings() -> None:
 @pytest.mark.parametrize(("name", "values"), values_sets(), ids=lambda v: v if isinstance(v, str) else "")
 def test_rendered_settings_load_in_the_exporter(name: str, values: dict[str, Any], tmp_path: Path) -> None:
     values = merge(values, {"config": {"ehlo_name": values["config"]["ehlo_name"] or "mx-probe.example.net"}})
+    # The settings check that CA files are readable: in the pod the chart mounts them (extraVolumeMounts); here
+    # each mounted directory is a temporary one holding the named file.
+    text = yaml.safe_dump(rendered_config(values))
+    for mount in values.get("extraVolumeMounts") or []:
+        local = tmp_path / mount["name"]
+        text = text.replace(mount["mountPath"] + "/", f"{local}/")
+        for name in re.findall(re.escape(f"{local}/") + r"([\w.-]+)", text):
+            local.mkdir(exist_ok=True)
+            (local / name).write_text("mounted\n", encoding="utf-8")
     path = tmp_path / "config.yml"
-    path.write_text(yaml.safe_dump(rendered_config(values)), encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     settings = load_settings(str(path))
     assert len(settings.domains) == len(values["config"]["domains"])
     assert settings.listen_address.endswith(f":{values['service']['port']}")
+
+
+def test_an_ipv6_listen_host_renders_a_listen_address_the_exporter_takes(tmp_path: Path) -> None:
+    template = (CHART / "templates" / "configmap.yaml").read_text(encoding="utf-8")
+    assert 'printf "%s:%d" $listenHost' in template and '(contains ":" .Values.listenHost)' in template
+    values = merge(
+        dict(values_sets()[0][1]), {"listenHost": "::", "config": {"ehlo_name": "mx-probe.example.net"}}
+    )
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(rendered_config(values)), encoding="utf-8")
+    settings = load_settings(str(path))
+    assert settings.listen_address == f"[::]:{values['service']['port']}"
 
 
 def flatten(

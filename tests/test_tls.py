@@ -24,7 +24,8 @@ from cryptography.x509.oid import NameOID
 from mx_exporter.assess import build_report
 from mx_exporter.collector import report_families
 from mx_exporter.model import SmtpOutcome, TlsFacts
-from mx_exporter.smtp import SmtpPolicy, probe_address
+from mx_exporter.smtp import probe_address
+from mx_exporter.smtp_wire import SmtpPolicy
 from mx_exporter.tls import (
     cert_valid_for,
     certificate_facts,
@@ -315,9 +316,7 @@ async def test_stalled_handshake_is_bounded_by_the_session_deadline() -> None:
 
 def test_policy_tls_fields() -> None:
     p = SmtpPolicy(ehlo_name=plan.EHLO_NAME)
-    assert (p.starttls, p.tls_ca_file) == (True, None)
-    with pytest.raises(ValueError, match="tls_ca_file must be a file path or None, got an empty string"):
-        SmtpPolicy(ehlo_name=plan.EHLO_NAME, tls_ca_file=" ")
+    assert (p.starttls, p.tls_ca_file) == (True, None)  # an unreadable tls_ca_file is refused in settings
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from mx_exporter.smtp import probe_address
 REPO = Path(__file__).resolve().parent.parent
 EHLO_NAME = "probe.bench.test"
 HTTP_TIMEOUT = 30.0  # one HTTP request to the exporter
-QUERY_MARK = "ms  ? "  # resolve.py logs every DNS question as "<elapsed> ms  ? <name> <type>"
+QUERY_MARK = "ms  ? "  # dnsask.py logs every DNS question as "<elapsed> ms  ? <name> <type>"
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,7 @@ from mx_exporter.egress import BLOCKED_TEXT, Egress, check_egress
 from mx_exporter.engine import CycleCache, Prober, smtp_policy
 from mx_exporter.loop import run_event_loop
 from mx_exporter.model import DomainReport
-from mx_exporter.names import parse_canary
-from mx_exporter.resolve import normalize_domain
+from mx_exporter.names import normalize_domain, parse_canary
 from mx_exporter.settings import ConfigError, Settings, SettingsLoader, leaf_keys
 
 EXIT_CONFIG_ERROR = 3

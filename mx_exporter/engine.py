@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from mx_exporter.assess import Expectations, build_report
+from mx_exporter.dnsask import Asker, NameCache, ResolvePolicy, make_resolver
 from mx_exporter.egress import Egress, check_egress, suspected
 from mx_exporter.model import (
     AddressResult,
@@ -32,7 +33,7 @@ from mx_exporter.model import (
 )
 from mx_exporter.names import parse_canary
 from mx_exporter.policy_fetch import PolicyCache
-from mx_exporter.resolve import Asker, NameCache, ResolvePolicy, make_resolver, resolve_domain
+from mx_exporter.resolve import resolve_domain
 from mx_exporter.selfmetrics import ExporterMetrics, RefreshTally
 from mx_exporter.settings import DomainSettings, Settings
 from mx_exporter.smtp import probe_address

@@ -18,7 +18,7 @@ from mx_exporter.collector import ReportCollector
 from mx_exporter.engine import Prober
 from mx_exporter.metrics import spec
 from mx_exporter.model import DnsStatus, DomainReport
-from mx_exporter.resolve import normalize_domain
+from mx_exporter.names import normalize_domain
 from mx_exporter.settings import DomainSettings, Settings
 
 SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"

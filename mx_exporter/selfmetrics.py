@@ -12,9 +12,9 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from mx_exporter import __version__
+from mx_exporter.dnsask import RESULTS as DNS_RESULTS
 from mx_exporter.egress import Egress, EgressState
 from mx_exporter.metrics import spec
-from mx_exporter.resolve import RESULTS as DNS_RESULTS
 
 REFRESH_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, float("inf"))
 

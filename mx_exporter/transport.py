@@ -1,6 +1,6 @@
 """The transport-security lookups of one domain: TLSA per exchange (DANE), MTA-STS record and policy, TLS-RPT.
 
-Runs beside the SMTP sessions, after resolution, with the same DNS client, limit and cycle cache (resolve.Asker).
+Runs beside the SMTP sessions, after resolution, with the same DNS client, limit and cycle cache (dnsask.Asker).
 Nothing here judges: it gathers what DNS and the policy host say, as plain data, and assessment decides.
 
 - **TLSA** (RFC 7672 §2.2): asked only when the exchange's address records came back DNSSEC-validated
@@ -21,11 +21,11 @@ import time
 from dataclasses import dataclass
 
 from mx_exporter.dane import parse_tlsa
-from mx_exporter.dnsquery import Reply
+from mx_exporter.dnsask import Asker
+from mx_exporter.dnswire import Reply
 from mx_exporter.model import DnsStatus, PolicyState, Resolution, ResolvedExchange, TlsaLookup, TlsaRecord
 from mx_exporter.mtasts import Policy, StsRecord, TlsRptRecord, parse_sts_record, parse_tlsrpt_record
 from mx_exporter.policy_fetch import FetchResult, PolicyCache, fetch_policy
-from mx_exporter.resolve import Asker
 
 MAX_TLSA_RECORDS = 32  # records kept from one RRset (real sets hold one to four)
 

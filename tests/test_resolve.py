@@ -27,19 +27,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mx_exporter import dnsquery
+from mx_exporter import dnsquery, dnssocket, dnswire
+from mx_exporter.dnsask import RESULTS, NameCache, ResolvePolicy, make_resolver
 from mx_exporter.model import DnsStatus, Family, Misconfiguration, Resolution, ResolvedAddress
-from mx_exporter.resolve import (
-    MAX_EXCHANGES,
-    RESULTS,
-    NameCache,
-    ResolvePolicy,
-    address_allowed,
-    make_resolver,
-    normalize_domain,
-    parse_nameserver,
-    resolve_domain,
-)
+from mx_exporter.names import address_allowed, normalize_domain, parse_nameserver
+from mx_exporter.resolve import MAX_EXCHANGES, resolve_domain
 from tests.lab import nsd as lab_nsd
 from tests.lab import plan
 
@@ -592,7 +584,7 @@ def _dnspython_negative_ttl(response: dns.message.Message) -> int | None:
     return None if minimum == dns.ttl.MAX_TTL else minimum
 
 
-def client_view(reply: dnsquery.Reply) -> View:
+def client_view(reply: dnswire.Reply) -> View:
     records = tuple(f"{mx.preference} {mx.exchange}" for mx in reply.mx) or reply.addresses
     canonical = None if reply.canonical is None else str(reply.canonical)
     return (reply.result, records, reply.ttl, reply.cache_ttl, canonical)
@@ -640,7 +632,7 @@ async def test_observer_hears_each_result(nsd_server: NsdServer, blackhole_dns: 
         resolution = await resolve_domain("healthy.lab.test", client, policy, observer=observer)
     assert resolution.status is DnsStatus.TIMEOUT
     assert observer.queries == [("MX", "timeout", False)]
-    assert typing.get_args(dnsquery.Result) == RESULTS
+    assert typing.get_args(dnswire.Result) == RESULTS
 
 
 async def test_observer_hears_every_wire_question_of_a_domain(nsd_server: NsdServer) -> None:
@@ -659,7 +651,7 @@ async def test_observer_hears_every_wire_question_of_a_domain(nsd_server: NsdSer
 
 def udp_answer(nsd: NsdServer, name: str, rdtype: str) -> bytes:
     query = dns.message.make_query(name, rdtype)
-    query.use_edns(0, 0, dnsquery.PAYLOAD)
+    query.use_edns(0, 0, dnswire.PAYLOAD)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(2)
         sock.connect((nsd.address, nsd.port))
@@ -984,7 +976,7 @@ async def test_queries_carry_random_ids_edns_1232_and_change_ports(
     nsd_server: NsdServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     retire_after = 32  # the default (512 per socket) would need thousands of questions here
-    monkeypatch.setattr(dnsquery, "RETIRE_AFTER_QUERIES", retire_after)
+    monkeypatch.setattr(dnssocket, "RETIRE_AFTER_QUERIES", retire_after)
     count = 600
     with Relay(nsd_server, delay=0) as relay:
         policy = lab_policy(nsd_server, nameservers=(relay.nameserver,))
@@ -996,15 +988,15 @@ async def test_queries_carry_random_ids_edns_1232_and_change_ports(
                     return (await client.query(dns.name.from_text(f"nx{i}.lab.test."), "A")).result
 
             results = await asyncio.gather(*(ask(i) for i in range(count)))
-            assert dnsquery.open_sockets(client) <= dnsquery.POOL_SIZE
+            assert dnsquery.open_sockets(client) <= dnssocket.POOL_SIZE
         assert dnsquery.open_sockets(client) == 0  # closed by aclose()
     assert results == ["nxdomain"] * count
     messages = [dns.message.from_wire(query) for _, query in relay.queries]
     ids = [m.id for m in messages]
     assert len(set(ids)) >= count - 20 and ids != sorted(ids)
-    assert all(m.edns == 0 and m.payload == dnsquery.PAYLOAD and m.flags & dns.flags.RD for m in messages)
+    assert all(m.edns == 0 and m.payload == dnswire.PAYLOAD and m.flags & dns.flags.RD for m in messages)
     ports = {port for port, _ in relay.queries}
-    assert dnsquery.POOL_SIZE < len(ports) <= count // retire_after + 2 * dnsquery.POOL_SIZE
+    assert dnssocket.POOL_SIZE < len(ports) <= count // retire_after + 2 * dnssocket.POOL_SIZE
 
 
 def test_client_works_in_one_event_loop_after_another(nsd_server: NsdServer) -> None:
@@ -1012,7 +1004,7 @@ def test_client_works_in_one_event_loop_after_another(nsd_server: NsdServer) -> 
     qname = dns.name.from_text("healthy.lab.test.")
     for _ in range(2):
         assert asyncio.run(client.query(qname, "MX")).result == "answer"
-    assert dnsquery.open_sockets(client) <= dnsquery.POOL_SIZE
+    assert dnsquery.open_sockets(client) <= dnssocket.POOL_SIZE
     client.close()
     assert dnsquery.open_sockets(client) == 0
 
@@ -1058,13 +1050,13 @@ def test_mutated_answers_parse_or_raise_malformed(
             wire[position % len(wire)] = value
     data = bytes(wire if cut is None else wire[:cut])
     try:
-        message = dnsquery.parse_message(data)
-    except dnsquery.MalformedResponse:
+        message = dnswire.parse_message(data)
+    except dnswire.MalformedResponse:
         return
     for rdtype in (1, 15, 28):
         try:
-            reply = dnsquery.classify(message, dns.name.from_text("healthy.lab.test."), rdtype)
-        except dnsquery._BadAnswer:
+            reply = dnswire.classify(message, dns.name.from_text("healthy.lab.test."), rdtype)
+        except dnswire.BadAnswer:
             continue
         assert reply.result in ("answer", "nodata", "nxdomain")
 
@@ -1093,14 +1085,14 @@ def encoded_response(qname: str, rdtype: str, rcode: int = 0, answer: str = "", 
 def test_negative_answer_is_kept_for_the_lower_of_soa_ttl_and_minimum(soa: str, expected: int) -> None:
     for rcode, result in ((0, "nodata"), (3, "nxdomain")):
         wire = encoded_response("x.lab.test.", "A", rcode, authority=f"lab.test. {soa}")
-        reply = dnsquery.classify(dnsquery.parse_message(wire), dns.name.from_text("x.lab.test."), 1)
+        reply = dnswire.classify(dnswire.parse_message(wire), dns.name.from_text("x.lab.test."), 1)
         assert (reply.result, reply.cache_ttl) == (result, expected)
 
 
 def test_cname_chain_bounds_the_reuse_ttl_and_too_long_a_chain_is_refused() -> None:
     answer = "x.lab.test. 50 IN CNAME y.lab.test.\ny.lab.test. 900 IN A 192.0.2.1"
-    reply = dnsquery.classify(
-        dnsquery.parse_message(encoded_response("x.lab.test.", "A", answer=answer)),
+    reply = dnswire.classify(
+        dnswire.parse_message(encoded_response("x.lab.test.", "A", answer=answer)),
         dns.name.from_text("x.lab.test."),
         1,
     )
@@ -1111,20 +1103,20 @@ def test_cname_chain_bounds_the_reuse_ttl_and_too_long_a_chain_is_refused() -> N
         "y.lab.test.",
     )
     chain = "\n".join(f"c{i}.lab.test. 60 IN CNAME c{i + 1}.lab.test." for i in range(16))
-    message = dnsquery.parse_message(encoded_response("c0.lab.test.", "A", answer=chain))
-    with pytest.raises(dnsquery._BadAnswer, match="CNAME chain"):
-        dnsquery.classify(message, dns.name.from_text("c0.lab.test."), 1)
-    under_nxdomain = dnsquery.parse_message(
+    message = dnswire.parse_message(encoded_response("c0.lab.test.", "A", answer=chain))
+    with pytest.raises(dnswire.BadAnswer, match="CNAME chain"):
+        dnswire.classify(message, dns.name.from_text("c0.lab.test."), 1)
+    under_nxdomain = dnswire.parse_message(
         encoded_response("x.lab.test.", "A", 3, answer="x.lab.test. 60 IN A 192.0.2.1")
     )
-    with pytest.raises(dnsquery._BadAnswer, match="NXDOMAIN"):
-        dnsquery.classify(under_nxdomain, dns.name.from_text("x.lab.test."), 1)
+    with pytest.raises(dnswire.BadAnswer, match="NXDOMAIN"):
+        dnswire.classify(under_nxdomain, dns.name.from_text("x.lab.test."), 1)
 
 
 def test_duplicate_records_count_once_and_mx_names_compare_without_case() -> None:
     answer = "x.lab.test. 60 IN MX 10 MX.lab.test.\nx.lab.test. 30 IN MX 10 mx.lab.test.\nx.lab.test. 60 IN MX 20 b.lab.test."
     wire = encoded_response("x.lab.test.", "MX", answer=answer)
-    reply = dnsquery.classify(dnsquery.parse_message(wire), dns.name.from_text("x.lab.test."), 15)
+    reply = dnswire.classify(dnswire.parse_message(wire), dns.name.from_text("x.lab.test."), 15)
     assert [(mx.preference, str(mx.exchange)) for mx in reply.mx] == [
         (10, "MX.lab.test."),
         (20, "b.lab.test."),
@@ -1155,5 +1147,5 @@ HEADER_1_ANSWER = bytes.fromhex("1234 8180 0000 0001 0000 0000")
     ],
 )
 def test_malformed_answers_are_refused(wire: bytes, reason: str) -> None:
-    with pytest.raises(dnsquery.MalformedResponse, match=reason):
-        dnsquery.parse_message(wire)
+    with pytest.raises(dnswire.MalformedResponse, match=reason):
+        dnswire.parse_message(wire)

@@ -67,7 +67,8 @@ class Server:
         middlewares: list[Any] = []
         ssl_context = None
         if settings.web.config_file:
-            from mx_exporter.webconfig import auth_middleware, load_web_config
+            from mx_exporter.webauth import auth_middleware
+            from mx_exporter.webconfig import load_web_config
 
             web_config = load_web_config(settings.web.config_file)
             middlewares.append(auth_middleware(web_config))

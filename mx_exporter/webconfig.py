@@ -17,40 +17,27 @@ Strict: unknown keys are rejected naming the key and the file; certificate files
 typo fails at start-up, not on the first scrape. Python's ``ssl`` cannot accept a client certificate without
 verifying it, so ``RequireAnyClientCert`` is refused with an explanation, and ``RequestClientCert`` (which
 lets every client in, with or without a certificate) is served without asking for one: the same clients get
-in.
+in. Checking each request against the loaded users and headers is webauth.py's.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import hmac
 import re
 import ssl
-import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import bcrypt
 import yaml
-from aiohttp import BasicAuth, hdrs, web
-from aiohttp.typedefs import Handler, Middleware
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-REALM = "mx-exporter"
+from mx_exporter.webauth import RequestGuard
+
 MAX_FILE_BYTES = 1024 * 1024  # config, certificates and keys are small; refuse to slurp anything huge
-MAX_HEADER = 4096  # longer Authorization headers are refused without decoding
-CACHE_SIZE = 64  # successful (user, password) checks remembered, so bcrypt does not run on every scrape
-BCRYPT_MAX_PASSWORD = (
-    72  # bcrypt only uses the first 72 bytes; Go's CompareHashAndPassword truncates the same
-)
-# bcrypt of "fakepassword" (the toolkit's): unknown users cost the same time as known ones.
-DUMMY_HASH = b"$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"
 BCRYPT_HASH = re.compile(r"^\$2[aby]\$(0[4-9]|[12]\d|3[01])\$[./A-Za-z0-9]{53}$")
 
 TLS_VERSIONS = {
@@ -255,18 +242,15 @@ def _headers(config: str, headers: Mapping[str, str]) -> dict[str, str]:
     return dict(headers)
 
 
-class WebConfig:
-    """A loaded web config: builds the server's SSL context and checks basic auth credentials."""
+class WebConfig(RequestGuard):
+    """A loaded web config: builds the server's SSL context; checks requests as its ``RequestGuard``."""
 
     def __init__(
         self, path: str, tls: TlsConfig | None, users: Mapping[str, bytes], headers: Mapping[str, str]
     ):
+        super().__init__(users, headers)
         self.path = path
         self.tls = tls
-        self.users = dict(users)
-        self.headers = dict(headers)
-        self._cache: dict[bytes, None] = {}  # sha256 of a verified (user, hash, password); insertion-ordered
-        self._lock = threading.Lock()
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """A fresh server context from the files on disk (None without TLS); re-reads the files each call."""
@@ -295,61 +279,6 @@ class WebConfig:
         elif tls.client_auth_type == "RequireAndVerifyClientCert":
             ctx.verify_mode = ssl.CERT_REQUIRED
         return ctx
-
-    def _key(self, user: str, hashed: bytes, password: bytes) -> bytes:
-        u = user.encode()
-        return hashlib.sha256(b"%d:%s%d:%s%s" % (len(u), u, len(hashed), hashed, password)).digest()
-
-    def _lookup(self, user: str) -> bytes | None:
-        """The user's hash, comparing against every configured name in constant time (no early exit)."""
-        found = None
-        given = user.encode()
-        for name, hashed in self.users.items():
-            if hmac.compare_digest(name.encode(), given):
-                found = hashed
-        return found
-
-    def cached(self, header_value: str | None) -> bool:
-        """True when these exact credentials were verified recently (no bcrypt); False means "not known"."""
-        creds = _credentials(header_value)
-        if creds is None:
-            return False
-        hashed = self._lookup(creds[0])
-        if hashed is None:
-            return False
-        with self._lock:
-            return self._key(creds[0], hashed, creds[1]) in self._cache
-
-    def check_basic_auth(self, header_value: str | None) -> bool:
-        """True when no users are configured, or the Authorization header holds a valid user and password."""
-        if not self.users:
-            return True
-        creds = _credentials(header_value)
-        if creds is None:
-            return False
-        user, password = creds
-        hashed = self._lookup(user)
-        key = self._key(user, hashed or DUMMY_HASH, password)
-        with self._lock:
-            if hashed is not None and key in self._cache:
-                return True
-        ok = bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD], hashed or DUMMY_HASH) and hashed is not None
-        if ok:
-            with self._lock:
-                self._cache[key] = None
-                while len(self._cache) > CACHE_SIZE:
-                    del self._cache[next(iter(self._cache))]
-        return ok
-
-
-def _credentials(header_value: str | None) -> tuple[str, bytes] | None:
-    if not header_value or len(header_value) > MAX_HEADER:
-        return None
-    try:
-        auth = BasicAuth.decode(header_value, encoding="utf-8")
-    except ValueError:  # not Basic, bad base64, no ':' or not UTF-8
-        return None
-    return auth.login, auth.password.encode()
 
 
 def load_web_config(path: str) -> WebConfig:
@@ -382,39 +311,3 @@ def load_web_config(path: str) -> WebConfig:
     )
     cfg.ssl_context()  # read and check every certificate file now, not on the first connection
     return cfg
-
-
-def _unauthorized() -> web.Response:
-    return web.Response(
-        status=401, text="Unauthorized\n", headers={hdrs.WWW_AUTHENTICATE: f'Basic realm="{REALM}"'}
-    )
-
-
-def auth_middleware(cfg: WebConfig) -> Middleware:
-    """Basic auth on every endpoint when users are configured, plus the configured response headers.
-
-    bcrypt runs in a worker thread, one check at a time (as in the toolkit), so a burst of wrong passwords
-    neither blocks the event loop nor takes every CPU; verified credentials are answered from the cache.
-    """
-    bcrypt_turn = asyncio.Semaphore(1)
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if cfg.users:
-            header = request.headers.get(hdrs.AUTHORIZATION)
-            if not cfg.cached(header):
-                async with bcrypt_turn:
-                    ok = await asyncio.to_thread(cfg.check_basic_auth, header)
-                if not ok:
-                    response: web.StreamResponse = _unauthorized()
-                    response.headers.update(cfg.headers)
-                    return response
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            exc.headers.update(cfg.headers)
-            raise
-        response.headers.update(cfg.headers)
-        return response
-
-    return middleware

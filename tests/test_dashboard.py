@@ -6,25 +6,22 @@ Prometheus scraping the real exporter.
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mx_exporter import metrics
-from tests.test_rules import (
+from tests.prometheus_files import (
     PROMETHEUS_SERIES,
     alerts,
     exposed_metric_names,
     first_label,
+    load_dashboard,
     load_rules,
     promql_metric_names,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-DASHBOARD = ROOT / "grafana" / "mx-exporter.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 MIN_SCHEMA_VERSION = 39
 GRID_WIDTH = 24
@@ -44,11 +41,6 @@ RESOLVER_METRICS = {
 }  # fmt: skip
 
 
-def load() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
-    return data
-
-
 def all_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
     """Top-level panels plus panels nested in collapsed rows."""
     found = []
@@ -59,7 +51,7 @@ def all_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def data_panels() -> list[dict[str, Any]]:
-    return [p for p in all_panels(load()) if p["type"] != "row"]
+    return [p for p in all_panels(load_dashboard()) if p["type"] != "row"]
 
 
 def targets() -> list[tuple[str, dict[str, Any]]]:
@@ -68,7 +60,7 @@ def targets() -> list[tuple[str, dict[str, Any]]]:
 
 
 def variables() -> dict[str, dict[str, Any]]:
-    return {v["name"]: v for v in load()["templating"]["list"]}
+    return {v["name"]: v for v in load_dashboard()["templating"]["list"]}
 
 
 def selectors(expr: str) -> list[tuple[str, str]]:
@@ -85,7 +77,7 @@ def selectors(expr: str) -> list[tuple[str, str]]:
 
 
 def test_identity() -> None:
-    d = load()
+    d = load_dashboard()
     assert d["uid"] == "mx-exporter"
     assert d["id"] is None, "an exported dashboard has no database id, so it imports anywhere"
     assert d["schemaVersion"] >= MIN_SCHEMA_VERSION
@@ -123,7 +115,7 @@ def test_every_panel_has_unit_description_and_targets() -> None:
 
 
 def test_panel_ids_unique_and_grid_sane() -> None:
-    panels = all_panels(load())
+    panels = all_panels(load_dashboard())
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))
     cells: set[tuple[int, int]] = set()
@@ -149,7 +141,7 @@ def test_required_panels_present() -> None:
 
 def row_panels(title: str) -> list[dict[str, Any]]:
     """The panels of an expanded top-level row: those after it up to the next row."""
-    panels = load()["panels"]
+    panels = load_dashboard()["panels"]
     start = next(i for i, p in enumerate(panels) if p["type"] == "row" and p["title"] == title)
     found = []
     for panel in panels[start + 1 :]:

@@ -26,8 +26,7 @@ import yaml
 
 from tests.lab.exporter import free_port, lab_config, wait_for
 from tests.lab.transport_lab import CASES, Lab, transport_config
-from tests.test_dashboard import load as load_dashboard
-from tests.test_rules import PROM_DIR, RULES, load_rules, run_promtool
+from tests.prometheus_files import PROM_DIR, RULES, load_dashboard, load_rules, run_promtool
 
 JOB = "mx-exporter"
 PROBE_JOB = "mx-exporter-probe"

@@ -35,8 +35,8 @@ from mx_exporter.tls import (
 )
 from tests.lab import plan
 from tests.lab.smtp_peers import TLS_NAME, SmtpLab
+from tests.lab.smtp_sessions import EHLO, T, assert_polite, commands, policy, probe_lab, scripted_peer, target
 from tests.test_assess import domain, res
-from tests.test_smtp import EHLO, T, assert_polite, commands, policy, probe_lab, scripted_peer, target
 
 UTC = datetime.UTC
 NOW = datetime.datetime.now(UTC)

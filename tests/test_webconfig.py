@@ -22,8 +22,9 @@ import trustme
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
-from mx_exporter import webconfig
-from mx_exporter.webconfig import WebConfig, WebConfigError, auth_middleware, load_web_config
+from mx_exporter import webauth
+from mx_exporter.webauth import auth_middleware
+from mx_exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 PASSWORD = "s3cret pässword"
 TIMEOUT = aiohttp.ClientTimeout(total=5)
@@ -275,7 +276,7 @@ def test_long_password_uses_first_72_bytes_like_bcrypt(tmp_path: Path) -> None:
 
 
 def test_successful_checks_are_cached_and_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    users = {f"user{i}": f"pw{i}" for i in range(webconfig.CACHE_SIZE + 6)}
+    users = {f"user{i}": f"pw{i}" for i in range(webauth.CACHE_SIZE + 6)}
     text = "basic_auth_users:\n" + "".join(f"  {u}: '{hash_of(p)}'\n" for u, p in users.items())
     cfg = load_web_config(write(tmp_path, text))
     calls: list[bytes] = []
@@ -285,17 +286,17 @@ def test_successful_checks_are_cached_and_bounded(tmp_path: Path, monkeypatch: p
         calls.append(hashed)
         return real(password, hashed)
 
-    monkeypatch.setattr(webconfig.bcrypt, "checkpw", counting)
+    monkeypatch.setattr(webauth.bcrypt, "checkpw", counting)
     assert not cfg.cached(basic("user0", "pw0"))
     assert cfg.check_basic_auth(basic("user0", "pw0")) and len(calls) == 1
     assert cfg.cached(basic("user0", "pw0"))
     assert cfg.check_basic_auth(basic("user0", "pw0")) and len(calls) == 1  # from the cache
     assert not cfg.check_basic_auth(basic("user0", "bad")) and len(calls) == 2  # failures are never cached
     assert not cfg.check_basic_auth(basic("user0", "bad")) and len(calls) == 3
-    assert not cfg.check_basic_auth(basic("ghost", "pw0")) and calls[-1] == webconfig.DUMMY_HASH  # same cost
+    assert not cfg.check_basic_auth(basic("ghost", "pw0")) and calls[-1] == webauth.DUMMY_HASH  # same cost
     for user, password in users.items():
         assert cfg.check_basic_auth(basic(user, password))
-    assert len(cfg._cache) == webconfig.CACHE_SIZE
+    assert len(cfg._cache) == webauth.CACHE_SIZE
     assert not cfg.cached(basic("user0", "pw0"))  # the oldest entry went first
     assert cfg.cached(basic(f"user{len(users) - 1}", f"pw{len(users) - 1}"))
 

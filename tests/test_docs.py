@@ -26,3 +26,33 @@ def test_readme_run_command_uses_an_existing_example() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "pip install . && mx-exporter --config.file examples/mx-exporter.yml" in readme
     assert (ROOT / "examples/mx-exporter.yml").is_file()
+
+
+def test_architecture_doc_names_every_module() -> None:
+    """docs/architecture.md's pipeline table has a row for each module, so a newcomer finds every stage there."""
+    doc = (ROOT / "docs/architecture.md").read_text()
+    table = doc.split("## Pipeline", 1)[1].split("\n## ", 1)[0]
+    modules = sorted(
+        p.name for p in (ROOT / "mx_exporter").glob("*.py") if p.name not in {"__init__.py", "__main__.py"}
+    )
+    missing = [name for name in modules if f"`{name}`" not in table]
+    assert not missing, f"docs/architecture.md, Pipeline: no row for {missing}"
+
+
+def test_no_reference_leads_outside_the_repository() -> None:
+    """Code, tests and docs cite docs/architecture.md, never a design file this repository does not hold."""
+    cited = [
+        str(path.relative_to(ROOT))
+        for pattern in (
+            "mx_exporter/*.py",
+            "tests/**/*.py",
+            "bench/*.py",
+            "scripts/*.py",
+            "docs/*.md",
+            "*.md",
+        )
+        for path in ROOT.glob(pattern)
+        if "DESIGN" + ".md"
+        in path.read_text(encoding="utf-8")  # spelled apart, so this file does not cite it
+    ]
+    assert cited == []

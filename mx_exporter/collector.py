@@ -121,17 +121,12 @@ def exchange_samples(exchange: Exchange) -> list[Sample]:
     if exchange.tlsa is not None:
         out.append(("mx_dane_tlsa_records", x, float(exchange.tlsa_usable)))
     dane = {d.address: d.state for d in exchange.dane}
-    seen: set[str] = set()
-    for address in exchange.addresses:
-        if (
-            address.address not in seen
-        ):  # assessment lists each once; a duplicate series would void the scrape
-            seen.add(address.address)
-            a = (*x, address.address, address.family.value)
-            out += _address_samples(a, address)
-            state = dane.get(address.address)
-            if state is not None:
-                out += [("mx_dane_state", (*a, s.value), _b(state is s)) for s in DaneState]
+    for address in exchange.addresses:  # each once: assessment (assess._exchange) dropped any repeat
+        a = (*x, address.address, address.family.value)
+        out += _address_samples(a, address)
+        state = dane.get(address.address)
+        if state is not None:
+            out += [("mx_dane_state", (*a, s.value), _b(state is s)) for s in DaneState]
     return out
 
 

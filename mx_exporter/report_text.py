@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from mx_exporter.model import (
@@ -19,9 +18,9 @@ from mx_exporter.model import (
     DomainReport,
     Exchange,
     Misconfiguration,
-    SmtpOutcome,
     TlsFacts,
 )
+from mx_exporter.text import count, milliseconds, reply_code, utc_timestamp
 from mx_exporter.transport_text import transport_json, transport_lines, transport_problems
 from mx_exporter.verdicts import (
     EXIT_DNS_ERROR,
@@ -30,13 +29,18 @@ from mx_exporter.verdicts import (
     EXIT_STATE,
     EXIT_UNDELIVERABLE,
     MISCONFIGURATION_TEXT,
+    NO_ADDRESS,
     STATES,
     by_attention,
     clean,
     delivery_text,
     dns_is_notable,
     exit_code,
+    expectation_text,
+    outcome_kind,
+    starttls_cell,
     state,
+    unmet_expectations,
     verdict_line,
     worst_exit_code,
 )
@@ -49,25 +53,7 @@ _EXIT_COLOUR = {
     EXIT_DNS_ERROR: "magenta",
 }
 _STATE_COLOUR = {name: _EXIT_COLOUR[code] for code, name in EXIT_STATE.items()} | {"null-mx": "green"}
-
-
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
-
-
-def _starttls(result: AddressResult) -> str:
-    if result.outcome is not SmtpOutcome.ACCEPTED and not result.starttls_advertised:
-        return "-"
-    if not result.starttls_advertised:
-        return "no"
-    tls = result.tls
-    if tls is None:
-        return "yes"
-    if not tls.handshake_ok:
-        return "yes, handshake failed"
-    version = clean(tls.version or "", 20)
-    valid = "" if tls.cert_valid is None else (" cert ok" if tls.cert_valid else " cert invalid")
-    return f"yes {version}{valid}".rstrip()
+_OUTCOME_COLOUR = {"accepted": "green", "skipped": "yellow", "bad": "red"}  # by verdicts.outcome_kind
 
 
 def _colour(text: str, name: str | None, color: bool) -> str:
@@ -92,12 +78,6 @@ def _table(rows: list[list[Cell]], color: bool) -> list[str]:
     return lines
 
 
-def _outcome_colour(outcome: SmtpOutcome) -> str:
-    if outcome is SmtpOutcome.ACCEPTED:
-        return "green"
-    return "yellow" if outcome is SmtpOutcome.SKIPPED else "red"
-
-
 def _address_rows(report: DomainReport) -> list[list[Cell]]:
     header = ["PREF", "EXCHANGE", "ADDRESS", "FAMILY", "OUTCOME", "CODE", "CONNECT", "GREETING", "STARTTLS"]
     rows: list[list[Cell]] = [[(h, "bold") for h in header]]
@@ -106,21 +86,20 @@ def _address_rows(report: DomainReport) -> list[list[Cell]]:
         for exchange in tier.exchanges:
             name = clean(exchange.name)
             if not exchange.addresses:
-                rows.append([(pref, None), (name, None), ("(no address)", "red")] + [("", None)] * 6)
+                rows.append([(pref, None), (name, None), (NO_ADDRESS, "red")] + [("", None)] * 6)
                 pref = ""
             for result in exchange.addresses:
-                code = str(result.greeting_code) if result.greeting_code else "-"
                 rows.append(
                     [
                         (pref, None),
                         (name, None),
                         (clean(result.address, 64), None),
                         (result.family.value, None),
-                        (result.outcome.value, _outcome_colour(result.outcome)),
-                        (code, None),
-                        (_ms(result.connect_seconds), None),
-                        (_ms(result.greeting_seconds), None),
-                        (_starttls(result), None),
+                        (result.outcome.value, _OUTCOME_COLOUR[outcome_kind(result.outcome)]),
+                        (reply_code(result.greeting_code), None),
+                        (milliseconds(result.connect_seconds), None),
+                        (milliseconds(result.greeting_seconds), None),
+                        (starttls_cell(result), None),
                     ]
                 )
                 pref, name = "", ""
@@ -164,7 +143,7 @@ def problems(report: DomainReport) -> list[str]:
     for tier in report.tiers:
         for exchange in tier.exchanges:
             lines += _exchange_problems(exchange)
-    lines += [f"expectation {name} not met" for name, met in verdict.expectations.items() if not met]
+    lines += [expectation_text(name) for name in unmet_expectations(verdict)]
     lines += [clean(line) for line in transport_problems(report)]
     outcomes = verdict.deliveries
     if len({(d.outcome, d.preference) for d in outcomes.values()}) > 1:
@@ -179,16 +158,12 @@ def _delivery_word(delivery: Delivery) -> str:
     return delivery.outcome.value
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def _heading(report: DomainReport) -> str:
     resolution = report.resolution
     facts = [
         f"DNS {resolution.status.value}",
-        _count(resolution.mx_records, "MX record"),
-        _count(len(report.tiers), "tier"),
+        count(resolution.mx_records, "MX record"),
+        count(len(report.tiers), "tier"),
     ]
     if resolution.ttl is not None:
         facts.append(f"TTL {resolution.ttl} s")
@@ -196,8 +171,7 @@ def _heading(report: DomainReport) -> str:
         facts.append("implicit MX (fallback to A/AAAA)")
     if resolution.null_mx:
         facts.append("null MX")
-    when = datetime.fromtimestamp(report.finished_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    facts.append(f"probed in {report.probe_seconds:.2f} s at {when}")
+    facts.append(f"probed in {report.probe_seconds:.2f} s at {utc_timestamp(report.finished_at)}")
     return f"{clean(report.domain)} - " + ", ".join(facts)
 
 
@@ -231,7 +205,7 @@ def run_summary(reports: Sequence[DomainReport], *, color: bool) -> str:
         for name, label in reversed(STATES.items())
         if counts[name]
     ]
-    return f"{_count(len(reports), 'domain')}: " + ", ".join(parts)
+    return f"{count(len(reports), 'domain')}: " + ", ".join(parts)
 
 
 def render_run(reports: Sequence[DomainReport], *, color: bool) -> str:

@@ -12,19 +12,29 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import NamedTuple
 from urllib.parse import quote
 
 from mx_exporter.egress import BLOCKED_TEXT, Egress
 from mx_exporter.model import DomainReport
-from mx_exporter.statuspage_sections import STATE_CSS, STATE_LABEL, WAITING, e, line, page_state, section, t
+from mx_exporter.statuspage_sections import (
+    CALM,
+    STATE_CSS,
+    STATE_LABEL,
+    WAITING,
+    e,
+    line,
+    page_state,
+    section,
+    t,
+)
+from mx_exporter.text import utc_timestamp
 from mx_exporter.verdicts import clean
 
 # No script, no external fetches of any kind; the filter form may only submit to this page's origin.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
-PROBLEMS = frozenset({"undeliverable", "dns-failure", "degraded"})
-HEALTHY = frozenset({"null-mx", "ok"})
+HEALTHY = frozenset(CALM)
+PROBLEMS = frozenset(STATE_LABEL) - HEALTHY - {WAITING}
 FULL_LIMIT = 500  # domains shown in full; the rest one line each, so 10,000 broken domains stay readable
 MAX_QUERY = 253  # the longest domain name: a longer name filter can only match nothing
 
@@ -205,7 +215,7 @@ def _domains(rows: list[Row], wanted: PageFilter, now: float) -> str:
     if healthy and not full:
         parts.append('<p class="card all-clear yes">No probed domain has a problem.</p>')
     parts.append(_group(WAITING, "waiting for a first probe", [r for r in rows if r.state == WAITING]))
-    parts.append(_group("healthy", "healthy: OK or null MX", healthy))
+    parts.append(_group("healthy", f"healthy: {STATE_LABEL['ok']} or {STATE_LABEL['null-mx']}", healthy))
     return "".join(parts)
 
 
@@ -255,7 +265,7 @@ def render_status_page(
     wanted = parse_filter(q, state)
     shown = wanted.apply(rows) if wanted.active else rows
     probe = f"/probe?target={quote(probe_example, safe='')}"
-    generated = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    generated = utc_timestamp(now)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'

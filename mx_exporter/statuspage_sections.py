@@ -9,34 +9,39 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import UTC, datetime
 from urllib.parse import quote
 
-from mx_exporter.model import AddressResult, DomainReport, Exchange, SmtpOutcome, Tier
+from mx_exporter.model import AddressResult, DomainReport, Exchange, Tier
+from mx_exporter.text import MISSING, milliseconds, reply_code, utc_timestamp
 from mx_exporter.transport_text import transport_lines
 from mx_exporter.verdicts import (
     EXIT_DNS_ERROR,
     MISCONFIGURATION_TEXT,
+    NO_ADDRESS,
+    STATES,
     clean,
     delivery_text,
     dns_is_notable,
     exit_code,
+    expectation_text,
+    outcome_kind,
     records_change_text,
+    starttls_cell,
     state,
+    unmet_expectations,
     verdict_line,
 )
 
 WAITING = "waiting"
 _SPECIAL = re.compile("[&<>\"']")  # what html.escape(quote=True) replaces
 _PLAIN = re.compile("[a-z0-9.-]+")  # a usual domain name: nothing for quote() to encode, nothing to escape
-STATE_LABEL = {  # the page's states, most urgent first: report_text.STATES with "waiting" before the calm ones
-    "undeliverable": "undeliverable",
-    "dns-failure": "DNS failure",
-    "degraded": "primary down",
-    WAITING: "waiting",
-    "null-mx": "null MX",
-    "ok": "OK",
-}
+CALM = ("null-mx", "ok")  # the states that need no reading
+# The page's states, most urgent first: verdicts.STATES (the words `check` uses) with "waiting" before the calm.
+STATE_LABEL = (
+    {name: label for name, label in STATES.items() if name not in CALM}
+    | {WAITING: "waiting"}
+    | {name: STATES[name] for name in CALM}
+)
 STATE_CSS = {
     "ok": "yes",
     "degraded": "warn",
@@ -81,13 +86,9 @@ def _flag(value: bool) -> str:
 
 
 def _when(report: DomainReport, now: float) -> str:
-    iso = datetime.fromtimestamp(report.finished_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    iso = utc_timestamp(report.finished_at)
     ago = max(0, round(now - report.finished_at))
     return f'<time datetime="{e(iso)}">{e(iso)}</time> ({ago} s ago)'
-
-
-def _ms(seconds: float | None) -> str:
-    return "" if seconds is None else f"{seconds * 1000:.1f} ms"
 
 
 def _badge(css: str, text: str) -> str:
@@ -128,7 +129,7 @@ def _facts(report: DomainReport, now: float) -> str:
         ("DNS", resolution.status.value),
         ("MX records", str(resolution.mx_records)),
         ("tiers", str(len(report.tiers))),
-        ("TTL", "-" if resolution.ttl is None else f"{resolution.ttl} s"),
+        ("TTL", MISSING if resolution.ttl is None else f"{resolution.ttl} s"),
         ("fallback to A/AAAA", "yes" if resolution.fallback_to_a else "no"),
         ("null MX", "yes" if resolution.null_mx else "no"),
         ("probe", f"{report.probe_seconds:.2f} s"),
@@ -154,9 +155,8 @@ def _flags(report: DomainReport) -> str:
     if dns_is_notable(resolution):
         items.append(f'<li class="flag dns-detail">DNS: {t(resolution.detail)}</li>')
     items += [
-        f'<li class="flag expectation" data-expectation="{e(name)}">expectation {e(name)} not met</li>'
-        for name, met in report.verdict.expectations.items()
-        if not met
+        f'<li class="flag expectation" data-expectation="{e(name)}">{e(expectation_text(name))}</li>'
+        for name in unmet_expectations(report.verdict)
     ]
     return f'<ul class="flags">{"".join(items)}</ul>' if items else ""
 
@@ -169,21 +169,9 @@ def _exchange_cell(exchange: Exchange) -> str:
     return out
 
 
-def _starttls(result: AddressResult) -> str:
-    if not result.starttls_advertised:
-        return "no" if result.outcome is SmtpOutcome.ACCEPTED else ""
-    tls = result.tls
-    if tls is None:
-        return "yes"
-    if not tls.handshake_ok:
-        return "yes, handshake failed"
-    valid = "" if tls.cert_valid is None else (", cert ok" if tls.cert_valid else ", cert invalid")
-    return f"yes {tls.version or ''}{valid}".strip()
-
-
 def _cells(pref: str, exchange: str, result: AddressResult | None) -> str:
     if result is None:
-        values = [pref, exchange, "no address", "", "", "", "", "", "", ""]
+        values = [pref, exchange, NO_ADDRESS, "", "", "", "", "", "", ""]
     else:
         values = [
             pref,
@@ -191,19 +179,13 @@ def _cells(pref: str, exchange: str, result: AddressResult | None) -> str:
             t(result.address),
             e(result.family.value),
             f'<span class="outcome">{e(result.outcome.value)}</span>',
-            e(result.greeting_code) if result.greeting_code else "",
-            e(_ms(result.connect_seconds)),
-            e(_ms(result.greeting_seconds)),
-            e(_starttls(result)),
+            e(reply_code(result.greeting_code)),
+            e(milliseconds(result.connect_seconds)),
+            e(milliseconds(result.greeting_seconds)),
+            e(starttls_cell(result)),  # holds the peer's TLS version text
             f'<span class="detail">{t(result.detail)}</span>' if result.detail else "",
         ]
     return "".join(f"{td}{v}</td>" for td, v in zip(_TD, values, strict=True))
-
-
-def _outcome_class(result: AddressResult) -> str:
-    if result.up:
-        return "outcome-accepted"
-    return "outcome-skipped" if result.outcome is SmtpOutcome.SKIPPED else "outcome-bad"
 
 
 def _tier_rows(tier: Tier) -> str:
@@ -221,9 +203,8 @@ def _tier_rows(tier: Tier) -> str:
                 f'{common} data-address="{e(result.address)}" data-outcome="{e(result.outcome.value)}"'
                 f' data-up="{_flag(result.up)}"'
             )
-            rows.append(
-                f'<tr class="address {_outcome_class(result)}" {attrs}>{_cells(pref, cell, result)}</tr>'
-            )
+            kind = outcome_kind(result.outcome)
+            rows.append(f'<tr class="address outcome-{kind}" {attrs}>{_cells(pref, cell, result)}</tr>')
             pref, cell = "", ""
         pref = ""
     attrs = f'data-preference="{e(tier.preference)}" data-up="{_flag(tier.up)}"'
@@ -273,12 +254,10 @@ def page_state(report: DomainReport | None) -> str:
 
 def _line_flags(report: DomainReport) -> str:
     """The MX set's misconfigurations and unmet expectations, as small badges: an OK line can still carry them."""
-    found = set(report.resolution.misconfigurations)
-    for tier in report.tiers:
-        for exchange in tier.exchanges:
-            if exchange.problems:
-                found |= exchange.problems
-    failed = [name for name, met in report.verdict.expectations.items() if not met]
+    found = (
+        report.verdict.misconfigurations
+    )  # the resolution's and every exchange's, as assessment found them
+    failed = unmet_expectations(report.verdict)
     if not found and not failed:
         return ""
     kinds = [kind.value for kind in sorted(found)] + [f"expectation {name}" for name in failed]

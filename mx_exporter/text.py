@@ -44,3 +44,8 @@ def count(number: int, noun: str) -> str:
 def utc_timestamp(seconds: float) -> str:
     """Unix seconds as RFC 3339 UTC to the second: '2026-12-03T06:12:45Z'."""
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def reply_code(code: int) -> str:
+    """An SMTP reply code cell: '220', or MISSING when there was none (0)."""
+    return str(code) if code else MISSING

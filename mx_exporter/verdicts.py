@@ -1,6 +1,7 @@
 """The verdict vocabulary both surfaces read (`check` in report_text.py, the status page in statuspage*.py): exit
-codes, the one-line verdict, the state words, and the shared phrasing of deliveries, record changes and
-misconfigurations. Pure functions of a finished ``DomainReport``; nothing here decides a fact (assessment did).
+codes, the one-line verdict, the state words, and the shared phrasing of deliveries, record changes,
+misconfigurations, unmet expectations and an address's outcome and STARTTLS cells. Pure functions of a finished
+``DomainReport``; nothing here decides a fact (assessment did).
 
 Text that came from DNS or an SMTP peer goes through ``clean`` first, so a hostile banner or detail can never
 inject terminal escape sequences or markup-breaking control characters.
@@ -12,6 +13,7 @@ import unicodedata
 from collections.abc import Iterable
 
 from mx_exporter.model import (
+    AddressResult,
     Delivery,
     DeliveryOutcome,
     DnsStatus,
@@ -20,7 +22,10 @@ from mx_exporter.model import (
     RecordSet,
     Resolution,
     Sender,
+    SmtpOutcome,
+    Verdict,
 )
+from mx_exporter.text import MISSING
 
 EXIT_OK = 0  # deliverable and primary up, or a null MX by design
 EXIT_PRIMARY_DOWN = 1  # deliverable through a backup tier only
@@ -44,6 +49,8 @@ MISCONFIGURATION_TEXT: dict[Misconfiguration, str] = {
 }
 
 MAX_FIELD = 200  # characters kept of one peer-provided text
+MAX_TLS_VERSION = 20  # characters kept of the TLS version a peer negotiated
+NO_ADDRESS = "no address"  # the address cell of an exchange that has none
 
 
 def clean(text: str, limit: int = MAX_FIELD) -> str:
@@ -175,3 +182,38 @@ def dns_is_notable(resolution: Resolution) -> bool:
         resolution.misconfigurations or resolution.null_mx or resolution.fallback_to_a
     )
     return bool(resolution.detail) and not plain
+
+
+def unmet_expectations(verdict: Verdict) -> list[str]:
+    """The configured expectations that do not hold, in configuration order."""
+    return [name for name, met in verdict.expectations.items() if not met]
+
+
+def expectation_text(name: str) -> str:
+    """An unmet expectation as a problem line: "expectation starttls not met"."""
+    return f"expectation {name} not met"
+
+
+def outcome_kind(outcome: SmtpOutcome) -> str:
+    """'accepted', 'skipped' (never tried) or 'bad': how both surfaces mark an address's outcome."""
+    if outcome is SmtpOutcome.ACCEPTED:
+        return "accepted"
+    return "skipped" if outcome is SmtpOutcome.SKIPPED else "bad"
+
+
+def starttls_cell(result: AddressResult) -> str:
+    """The STARTTLS cell: "no", "yes", "yes, handshake failed", "yes TLSv1.3, cert ok" / "cert invalid", or
+    MISSING when there is nothing to say (the address did not accept and did not advertise it).
+
+    The peer's version text is cleaned here; the status page still escapes the whole cell for HTML."""
+    if not result.starttls_advertised:
+        return "no" if result.up else MISSING
+    tls = result.tls
+    if tls is None:
+        return "yes"
+    if not tls.handshake_ok:
+        return "yes, handshake failed"
+    said = " ".join(part for part in ("yes", clean(tls.version or "", MAX_TLS_VERSION)) if part)
+    if tls.cert_valid is None:
+        return said
+    return f"{said}, cert {'ok' if tls.cert_valid else 'invalid'}"

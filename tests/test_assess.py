@@ -1,4 +1,7 @@
-"""Table tests for the pure assessment stage: literal resolutions and SMTP results in, verdicts out."""
+"""Table tests for the pure assessment stage: literal resolutions and SMTP results in, verdicts out.
+
+The shared scenarios (TWO_UP, PRIMARY_DOWN, ...) and their builders live in tests/builders.py.
+"""
 
 from __future__ import annotations
 
@@ -21,13 +24,24 @@ from mx_exporter.model import (
     Resolution,
     ResolvedAddress,
     ResolvedExchange,
-    SmtpOutcome,
     Verdict,
 )
 from mx_exporter.settings import load_settings
-
-Out = SmtpOutcome
-UP = Out.ACCEPTED
+from tests.builders import (
+    ALL_DOWN,
+    EQUAL,
+    FALLBACK,
+    NULL_MX,
+    ONE_TIER,
+    PRIMARY_DOWN,
+    TWO_UP,
+    UP,
+    Out,
+    Scenario,
+    domain,
+    res,
+    two_tiers,
+)
 
 
 def deliveries(v: Verdict) -> dict[str, tuple[str, int]]:
@@ -39,70 +53,8 @@ def every_sender(outcome: str, preference: int = -1) -> dict[str, tuple[str, int
     return {s: (outcome, preference) for s in ("postfix", "exim", "qmail")}
 
 
-def fam(ip: str) -> Family:
-    return Family.IPV6 if ":" in ip else Family.IPV4
-
-
-def res(ip: str, outcome: SmtpOutcome = UP, **kw: object) -> AddressResult:
-    """One probe result; the greeting code follows the outcome so the data looks like a real session."""
-    codes = {UP: 220, Out.GREETING_4XX: 421, Out.GREETING_5XX: 554, Out.EHLO_FAILED: 220}
-    return AddressResult(ip, fam(ip), outcome, greeting_code=codes.get(outcome, 0), **kw)  # type: ignore[arg-type]
-
-
-MxSpec = tuple[int, str, tuple[AddressResult, ...]]
-
-
-def domain(
-    name: str, *mx: MxSpec, status: DnsStatus = DnsStatus.OK, **kw: object
-) -> tuple[Resolution, dict[str, AddressResult]]:
-    """A resolution with the given (preference, exchange, results) triples, and the shared results map."""
-    exchanges = tuple(
-        ResolvedExchange(host, pref, tuple(ResolvedAddress(r.address, r.family, True) for r in rs))
-        for pref, host, rs in mx
-    )
-    kw.setdefault("mx_records", len(mx))
-    resolution = Resolution(name, status, exchanges=exchanges, **kw)  # type: ignore[arg-type]
-    return resolution, {r.address: r for _, _, rs in mx for r in rs}
-
-
-Scenario = tuple[Resolution, dict[str, AddressResult]]
-
-
 def verdict_of(d: Scenario, expectations: Expectations | None = None) -> Verdict:
     return build_report(d[0], d[1], 1.0, 1000.0, expectations).verdict
-
-
-# --- the scenarios, as (resolution, results)
-TWO_UP = domain(
-    "healthy.lab.test",
-    (10, "mx1.healthy.lab.test", (res("127.0.0.10", starttls_advertised=True), res("::1"))),
-    (20, "mx2.healthy.lab.test", (res("127.0.0.11"),)),
-    ttl=300,
-)
-PRIMARY_DOWN = domain(
-    "primary-down.lab.test",
-    (10, "mx1.primary-down.lab.test", (res("127.0.0.23", Out.CONNECTION_REFUSED),)),
-    (20, "mx2.primary-down.lab.test", (res("127.0.0.11"),)),
-)
-ALL_DOWN = domain(
-    "undeliverable.lab.test",
-    (10, "mx1.undeliverable.lab.test", (res("127.0.0.23", Out.CONNECTION_REFUSED),)),
-    (20, "mx2.undeliverable.lab.test", (res("127.0.0.22", Out.GREETING_TIMEOUT),)),
-)
-EQUAL = domain(
-    "equal.lab.test",
-    (10, "a.equal.lab.test", (res("127.0.0.10"),)),
-    (10, "b.equal.lab.test", (res("127.0.0.22", Out.GREETING_TIMEOUT),)),
-)
-ONE_TIER = domain("sink.lab.test", (10, "mx.sink.lab.test", (res("127.0.0.40"),)))
-FALLBACK = domain(
-    "fallback.lab.test",
-    (0, "fallback.lab.test", (res("127.0.0.10"),)),
-    status=DnsStatus.NODATA,
-    fallback_to_a=True,
-    mx_records=0,
-)
-NULL_MX = domain("nullmx.lab.test", null_mx=True, mx_records=1)
 
 
 def test_two_tiers_all_up() -> None:
@@ -251,15 +203,9 @@ STARTTLS_ALL = domain(
         (res("127.0.0.11", starttls_advertised=True), res("127.0.0.23", Out.CONNECTION_REFUSED)),
     ),
 )
-GREYLISTED = domain(
-    "greylist.lab.test",
-    (10, "mx1.greylist.lab.test", (res("127.0.0.20", Out.GREETING_4XX),)),
-    (20, "mx2.greylist.lab.test", (res("127.0.0.11"),)),
-)
-GREYLISTED_BACKUP_DOWN = domain(
-    "greylist.lab.test",
-    (10, "mx1.greylist.lab.test", (res("127.0.0.20", Out.GREETING_4XX),)),
-    (20, "mx2.greylist.lab.test", (res("127.0.0.23", Out.CONNECTION_REFUSED),)),
+GREYLISTED = two_tiers("greylist.lab.test", res("127.0.0.20", Out.GREETING_4XX), res("127.0.0.11"))
+GREYLISTED_BACKUP_DOWN = two_tiers(
+    "greylist.lab.test", res("127.0.0.20", Out.GREETING_4XX), res("127.0.0.23", Out.CONNECTION_REFUSED)
 )
 SLOW_GREETING = domain(
     "tarpit.lab.test", (10, "mx.tarpit.lab.test", (res("127.0.0.40", greeting_seconds=4.5),))

@@ -11,7 +11,6 @@ import difflib
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import fields, replace
 from enum import StrEnum
 from pathlib import Path
@@ -28,93 +27,14 @@ from mx_exporter.model import (
     DeliveryOutcome,
     DnsStatus,
     DomainReport,
-    Exchange,
     Family,
     Misconfiguration,
-    Resolution,
     Sender,
     SmtpOutcome,
-    Tier,
-    TlsFacts,
 )
-from tests.test_assess import FALLBACK, NULL_MX, Out, domain, res
+from tests.builders import FINISHED, REPORTS, Out, domain, render, res
 
 GOLDEN = Path(__file__).parent / "golden"
-FINISHED = 1767225600.0  # fixed clock: golden files must not change between runs
-
-
-def _healthy() -> DomainReport:
-    tls_ok = TlsFacts(handshake_ok=True, version="TLSv1.3", cert_not_after=1798761600.0, cert_valid=False)
-    d = domain(
-        "healthy.lab.test",
-        (
-            10,
-            "mx1.healthy.lab.test",
-            (
-                res(
-                    "127.0.0.10",
-                    connect_seconds=0.0012,
-                    greeting_seconds=0.25,
-                    starttls_advertised=True,
-                    tls=tls_ok,
-                ),
-                res("::1", connect_seconds=0.0008, greeting_seconds=0.125, tls=TlsFacts(handshake_ok=False)),
-            ),
-        ),
-        (20, "mx2.healthy.lab.test", (res("127.0.0.11", connect_seconds=0.001, greeting_seconds=0.5),)),
-        ttl=300,
-    )
-    return build_report(*d, 0.75, FINISHED, Expectations(min_tiers=2, starttls=True, deliverable=True))
-
-
-def _primary_down() -> DomainReport:
-    d = domain(
-        "primary-down.lab.test",
-        (10, "mx1.primary-down.lab.test", (res("127.0.0.23", Out.CONNECTION_REFUSED),)),
-        (20, "mx2.primary-down.lab.test", (res("127.0.0.11", connect_seconds=0.001, greeting_seconds=0.5),)),
-        ttl=3600,
-    )
-    return build_report(*d, 0.5, FINISHED + 1)
-
-
-def _nonglobal() -> DomainReport:
-    """A skipped private address, an unresolvable exchange and a CNAME flagged only on its exchange."""
-    plain, results = domain(
-        "nonglobal.lab.test",
-        (10, "mx1.nonglobal.lab.test", (res("10.255.255.1", Out.SKIPPED, detail="not allowed"),)),
-        (20, "nohost.nonglobal.lab.test", ()),
-        (30, "mx2.nonglobal.lab.test", (res("127.0.0.20", Out.GREETING_4XX, connect_seconds=0.002),)),
-        misconfigurations=frozenset(
-            {Misconfiguration.NON_GLOBAL_ADDRESS, Misconfiguration.UNRESOLVABLE_TARGET}
-        ),
-    )
-    cname = frozenset({Misconfiguration.CNAME_TARGET})
-    exchanges = tuple(
-        replace(e, cname_target="mx1.healthy.lab.test", problems=cname) if e.preference == 30 else e
-        for e in plain.exchanges
-    )
-    return build_report(replace(plain, exchanges=exchanges), results, 0.25, FINISHED + 2)
-
-
-def _nxdomain() -> DomainReport:
-    return build_report(Resolution("nxdomain.lab.test", DnsStatus.NXDOMAIN), {}, 0.01, FINISHED + 3)
-
-
-REPORTS: dict[str, DomainReport] = {
-    "healthy": _healthy(),
-    "primary_down": _primary_down(),
-    "null_mx": build_report(*NULL_MX, 0.02, FINISHED + 4, Expectations(null_mx=True)),
-    "nxdomain": _nxdomain(),
-    "fallback": build_report(*FALLBACK, 0.3, FINISHED + 5),
-    "nonglobal": _nonglobal(),
-}
-
-
-def render(reports: Iterable[DomainReport]) -> bytes:
-    """Exactly what /probe does: a fresh registry per render."""
-    registry = CollectorRegistry()
-    registry.register(ReportCollector(lambda: list(reports)))
-    return generate_latest(registry)
 
 
 def _ci() -> bool:
@@ -485,26 +405,15 @@ def test_exposed_names_never_collide() -> None:
     assert len(exposed) == len(set(exposed))
 
 
-def test_hand_built_duplicates_never_become_duplicate_series() -> None:
-    """build_tiers already dedupes; the collector guards reports built any other way (first series wins)."""
-    r = REPORTS["primary_down"]
-    tier = r.tiers[1]
-    ex = tier.exchanges[0]
-    doubled = Exchange(
-        ex.name, ex.preference, (*ex.addresses, res(ex.addresses[0].address, Out.GREETING_5XX))
-    )
-    tiers = (r.tiers[0], Tier(tier.preference, (doubled,)))
-    text = render([DomainReport(r.resolution, tiers, r.verdict, r.probe_seconds, r.finished_at)]).decode()
-    keys = [
-        (s.name, tuple(sorted(s.labels.items())))
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-    ]
+def test_an_address_dns_lists_twice_is_one_series_set() -> None:
+    """Assessment lists each address of an exchange once; the collector reads that and never dedupes itself."""
+    plain, results = domain("repeat.lab.test", (10, "mx.repeat.lab.test", (res("127.0.0.11"),)))
+    (once,) = plain.exchanges
+    twice = replace(once, addresses=once.addresses * 2)
+    report = build_report(replace(plain, exchanges=(twice,)), results, 0.1, FINISHED)
+    assert [a.address for a in report.tiers[0].exchanges[0].addresses] == ["127.0.0.11"]
+    families = list(text_string_to_metric_families(render([report]).decode()))
+    keys = [(s.name, tuple(sorted(s.labels.items()))) for f in families for s in f.samples]
     assert len(keys) == len(set(keys))
-    first = [
-        s.labels["outcome"]
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-        if s.name == "mx_smtp_outcome" and s.labels["address"] == "127.0.0.11" and s.value == 1
-    ]
-    assert first == ["accepted"]  # the first result of the address wins
+    ups = [s.labels for f in families for s in f.samples if s.name == "mx_smtp_up"]
+    assert ups == [{"exchange": "mx.repeat.lab.test", "address": "127.0.0.11", "family": "ipv4"}]

@@ -12,8 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mx_exporter.assess import build_report
 from mx_exporter.exposition import Renderer, gzip_finish, gzip_head
 from mx_exporter.model import DomainReport
-from tests.test_assess import Out, domain, res
-from tests.test_collector import FINISHED, REPORTS, render
+from tests.builders import FINISHED, REPORTS, Out, domain, render, res
 
 
 def _parsed(text: bytes) -> list[tuple[str, str, str, tuple[tuple[str, str], ...], float]]:

@@ -1,7 +1,7 @@
 """Table tests for `mx-exporter check` output: exit codes, verdict lines, the text table and the JSON schema.
 
-Reports are literal model data built by hand (no DNS, no SMTP), one builder per lab-like situation; the status
-page tests reuse the same builders.
+Reports come from tests/builders.py, one builder per lab-like situation, each assessed by mx_exporter.assess (no
+DNS, no SMTP); the status page tests read the same builders.
 """
 
 from __future__ import annotations
@@ -22,156 +22,43 @@ from mx_exporter.model import (
     DeliveryOutcome,
     DnsStatus,
     DomainReport,
-    Exchange,
     Family,
     Misconfiguration,
-    Resolution,
     Sender,
     SmtpOutcome,
-    Tier,
     TlsFacts,
-    Verdict,
 )
 from mx_exporter.report_text import json_document, problems, render_run, render_text, run_summary, to_json
-from mx_exporter.senders import deliveries
-from mx_exporter.verdicts import by_attention, clean, exit_code, state, verdict_line, worst_exit_code
+from mx_exporter.verdicts import (
+    by_attention,
+    clean,
+    exit_code,
+    starttls_cell,
+    state,
+    verdict_line,
+    worst_exit_code,
+)
+from tests.builders import (
+    FINISHED,
+    HOSTILE_CNAME,
+    HOSTILE_DETAIL,
+    HOSTILE_NAME,
+    addr,
+    bouncing,
+    dns_only,
+    ex,
+    fallback,
+    healthy,
+    hostile,
+    null_mx,
+    primary_down,
+    renamed,
+    report,
+    undeliverable,
+    unresolvable_only,
+)
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "docs" / "check-json-schema.json"
-UP = SmtpOutcome.ACCEPTED
-FINISHED = 1_700_000_000.0  # 2023-11-14T22:13:20Z
-HOSTILE_NAME = "<script>alert(1)</script>.evil.test"
-HOSTILE_CNAME = '"><img src=x onerror=alert(2)>'
-HOSTILE_DETAIL = "\x1b]0;pwned\x07\x1b[2J<script>alert(3)</script>\u202egnp.exe"
-
-
-def addr(ip: str, outcome: SmtpOutcome = UP, **kw: Any) -> AddressResult:
-    """An address result whose code and timings look like a real session with that outcome."""
-    codes = {
-        UP: 220,
-        SmtpOutcome.GREETING_4XX: 421,
-        SmtpOutcome.GREETING_5XX: 554,
-        SmtpOutcome.EHLO_FAILED: 220,
-    }
-    contacted = outcome not in (
-        SmtpOutcome.CONNECTION_REFUSED,
-        SmtpOutcome.CONNECT_TIMEOUT,
-        SmtpOutcome.SKIPPED,
-    )
-    kw.setdefault("greeting_code", codes.get(outcome, 0))
-    kw.setdefault("connect_seconds", 0.0012 if contacted else None)
-    kw.setdefault("greeting_seconds", 0.0345 if outcome in codes else None)
-    family = Family.IPV6 if ":" in ip else Family.IPV4
-    return AddressResult(ip, family, outcome, **kw)
-
-
-def ex(name: str, pref: int, *addresses: AddressResult, **kw: Any) -> Exchange:
-    return Exchange(name, pref, addresses, **kw)
-
-
-def report(
-    domain: str,
-    *exchanges: Exchange,
-    verdict: tuple[bool, bool, int],
-    status: DnsStatus = DnsStatus.OK,
-    expectations: dict[str, bool] | None = None,
-    **resolution: Any,
-) -> DomainReport:
-    """A report with tiers grouped from the exchanges; the verdict is given by hand, the sender outcomes are
-    computed from the tiers (mx_exporter.senders)."""
-    prefs = sorted({x.preference for x in exchanges})
-    tiers = tuple(Tier(p, tuple(x for x in exchanges if x.preference == p)) for p in prefs)
-    resolution.setdefault("mx_records", len(exchanges))
-    resolution.setdefault("ttl", 300 if status is DnsStatus.OK else None)
-    deliverable, primary_up, active = verdict
-    gap = prefs[1] - prefs[0] if len(prefs) > 1 else 0
-    res = Resolution(domain, status, **resolution)
-    return DomainReport(
-        resolution=res,
-        tiers=tiers,
-        verdict=Verdict(deliverable, primary_up, active, gap, deliveries(res, tiers), expectations or {}),
-        probe_seconds=0.42,
-        finished_at=FINISHED,
-    )
-
-
-def healthy() -> DomainReport:
-    tls = TlsFacts(True, "TLSv1.3", FINISHED + 86400 * 30, True)
-    return report(
-        "healthy.lab.test",
-        ex("mx1.healthy.lab.test", 10, addr("127.0.0.10", starttls_advertised=True, tls=tls), addr("::1")),
-        ex("mx2.healthy.lab.test", 20, addr("127.0.0.11")),
-        verdict=(True, True, 10),
-    )
-
-
-def primary_down() -> DomainReport:
-    refused = addr("127.0.0.23", SmtpOutcome.CONNECTION_REFUSED, detail="[Errno 111] Connection refused")
-    return report(
-        "primary-down.lab.test",
-        ex("mx1.primary-down.lab.test", 10, refused),
-        ex("mx2.primary-down.lab.test", 20, addr("127.0.0.11")),
-        verdict=(True, False, 20),
-    )
-
-
-def undeliverable() -> DomainReport:
-    return report(
-        "undeliverable.lab.test",
-        ex("mx1.undeliverable.lab.test", 10, addr("127.0.0.23", SmtpOutcome.CONNECTION_REFUSED)),
-        ex(
-            "mx2.undeliverable.lab.test",
-            20,
-            addr("127.0.0.22", SmtpOutcome.GREETING_TIMEOUT, detail="no greeting"),
-        ),
-        verdict=(False, False, -1),
-    )
-
-
-def null_mx() -> DomainReport:
-    return report("nullmx.lab.test", verdict=(False, False, -1), null_mx=True, mx_records=1)
-
-
-def fallback() -> DomainReport:
-    return report(
-        "fallback.lab.test",
-        ex("fallback.lab.test", 0, addr("127.0.0.10")),
-        verdict=(True, True, 0),
-        status=DnsStatus.NODATA,
-        fallback_to_a=True,
-        mx_records=0,
-    )
-
-
-def dns_only(status: DnsStatus, detail: str = "") -> Callable[[], DomainReport]:
-    def build() -> DomainReport:
-        return report(f"{status.value}.lab.test", verdict=(False, False, -1), status=status, detail=detail)
-
-    return build
-
-
-def unresolvable_only() -> DomainReport:
-    bad = frozenset({Misconfiguration.UNRESOLVABLE_TARGET})
-    return report(
-        "unresolvable.lab.test",
-        ex("nohost.unresolvable.lab.test", 10, problems=bad),
-        verdict=(False, False, -1),
-        misconfigurations=bad,
-    )
-
-
-def hostile() -> DomainReport:
-    """Names and details a hostile zone or peer could send: markup and terminal escapes."""
-    flags = frozenset({Misconfiguration.CNAME_TARGET})
-    bad = addr("127.0.0.20", SmtpOutcome.GREETING_4XX, detail=HOSTILE_DETAIL)
-    return report(
-        "evil.test",
-        ex(HOSTILE_NAME, 10, bad, cname_target=HOSTILE_CNAME, problems=flags),
-        ex("mx2.evil.test", 20, addr("127.0.0.11", detail=HOSTILE_DETAIL)),
-        verdict=(True, False, 20),
-        misconfigurations=flags,
-        detail=HOSTILE_DETAIL,
-        expectations={"min_tiers": True, "starttls": False},
-    )
 
 
 CASES: list[tuple[Callable[[], DomainReport], int, str]] = [
@@ -200,7 +87,7 @@ def test_exit_code_and_verdict_line(build: Callable[[], DomainReport], code: int
 
 
 def test_status_ok_without_mail_hosts_is_undeliverable() -> None:
-    r = report("empty.lab.test", verdict=(False, False, -1), mx_records=0)
+    r = report("empty.lab.test", mx_records=0)
     assert (exit_code(r), verdict_line(r)) == (2, "UNDELIVERABLE: no usable mail hosts")
 
 
@@ -233,10 +120,6 @@ def test_state_word_follows_the_exit_code(build: Callable[[], DomainReport], cod
     r = build()
     assert state(r) == STATE_OF[r.domain]
     assert {"ok": 0, "null-mx": 0, "degraded": 1, "undeliverable": 2, "dns-failure": 3}[state(r)] == code
-
-
-def renamed(r: DomainReport, name: str) -> DomainReport:
-    return replace(r, resolution=replace(r.resolution, domain=name))
 
 
 def test_by_attention_puts_problems_first_and_keeps_the_given_order_within_a_state() -> None:
@@ -308,10 +191,12 @@ def test_text_table_columns_line_up() -> None:
         "mx1.healthy.lab.test" in rows[0] and "mx1.healthy.lab.test" not in rows[1]
     )  # name once per exchange
     assert "1.2 ms" in rows[0] and "34.5 ms" in rows[0]
-    assert "yes TLSv1.3 cert ok" in rows[0]
+    assert rows[0].endswith("  yes TLSv1.3, cert ok")
+    assert rows[1].endswith("  no")  # accepts without offering STARTTLS
     assert lines[-1] == "  Verdict: DELIVERABLE, primary up (pref 10)"
-    assert lines[0].startswith("healthy.lab.test - DNS ok, 2 MX records, 2 tiers, TTL 300 s")
-    assert "2023-11-14T22:13:20Z" in lines[0]
+    assert lines[0] == (
+        "healthy.lab.test - DNS ok, 2 MX records, 2 tiers, TTL 300 s, probed in 0.42 s at 2026-01-01T00:00:00Z"
+    )
 
 
 def test_colour_only_when_asked_and_alignment_kept() -> None:
@@ -354,9 +239,58 @@ def test_problems_list_everything_worth_attention() -> None:
 
 def test_starttls_handshake_failure_is_a_problem() -> None:
     bad_tls = addr("127.0.0.10", starttls_advertised=True, tls=TlsFacts(False))
-    r = report("tls.lab.test", ex("mx.tls.lab.test", 10, bad_tls), verdict=(True, True, 10))
+    r = report("tls.lab.test", ex("mx.tls.lab.test", 10, bad_tls))
     assert problems(r) == ["127.0.0.10 (mx.tls.lab.test): STARTTLS handshake failed"]
     assert "yes, handshake failed" in render_text(r, color=False)
+
+
+VALID_FOR_MX = TlsFacts(True, "TLSv1.3", chain_valid=True, names=("mx.tls.lab.test",))
+
+
+@pytest.mark.parametrize(
+    ("result", "cell"),
+    [
+        (addr("127.0.0.23", SmtpOutcome.CONNECTION_REFUSED), "-"),  # nothing to say
+        (addr("127.0.0.10"), "no"),
+        (addr("127.0.0.10", starttls_advertised=True), "yes"),
+        (addr("127.0.0.10", starttls_advertised=True, tls=TlsFacts(False)), "yes, handshake failed"),
+        (addr("127.0.0.10", starttls_advertised=True, tls=VALID_FOR_MX), "yes TLSv1.3, cert ok"),
+        (
+            addr(
+                "127.0.0.10", starttls_advertised=True, tls=replace(VALID_FOR_MX, names=("other.lab.test",))
+            ),
+            "yes TLSv1.3, cert invalid",
+        ),
+        (
+            addr("127.0.0.10", starttls_advertised=True, tls=TlsFacts(True, "\x1b[2J" * 10)),
+            "yes \\x1b[2J\\x1b[2J\\x1b[2…, cert invalid",  # the peer's version cleaned and bounded
+        ),
+    ],
+)
+def test_one_starttls_cell_with_the_certificate_judged_by_assessment(
+    result: AddressResult, cell: str
+) -> None:
+    r = report("tls.lab.test", ex("mx.tls.lab.test", 10, result))
+    assert starttls_cell(r.tiers[0].exchanges[0].addresses[0]) == cell
+    row = next(line for line in render_text(r, color=False).splitlines() if "127.0.0." in line)
+    assert row.endswith("  " + cell)
+
+
+def test_starttls_cell_before_a_certificate_is_judged() -> None:
+    """A session's own facts (no exchange name yet): the version alone, no certificate word."""
+    assert starttls_cell(addr("127.0.0.10", starttls_advertised=True, tls=TlsFacts(True, "TLSv1.3"))) == (
+        "yes TLSv1.3"
+    )
+    assert starttls_cell(addr("127.0.0.10", starttls_advertised=True, tls=TlsFacts(True))) == "yes"
+
+
+def test_missing_code_and_latencies_are_a_dash() -> None:
+    lines = render_text(primary_down(), color=False).splitlines()
+    assert lines[1:4] == [
+        "  PREF  EXCHANGE                   ADDRESS     FAMILY  OUTCOME             CODE  CONNECT  GREETING  STARTTLS",
+        "  10    mx1.primary-down.lab.test  127.0.0.23  ipv4    connection_refused  -     -        -         -",
+        "  20    mx2.primary-down.lab.test  127.0.0.11  ipv4    accepted            220   1.2 ms   34.5 ms   no",
+    ]
 
 
 def test_clean_escapes_and_bounds() -> None:
@@ -483,17 +417,6 @@ def test_a_plain_healthy_answer_lists_no_problems() -> None:
     assert problems(plain) == []
     odd = replace(plain, resolution=replace(plain.resolution, status=DnsStatus.NODATA, fallback_to_a=True))
     assert problems(odd) == ["DNS: 2 MX records, 2 exchanges in 2 tiers"]
-
-
-def bouncing() -> DomainReport:
-    """The primary answers EHLO and HELO with 550, the backup accepts: deliverable, yet Postfix bounces."""
-    refused = addr("127.0.0.25", SmtpOutcome.EHLO_FAILED, ehlo_code=550, helo_code=550)
-    return report(
-        "bounce.lab.test",
-        ex("mx1.bounce.lab.test", 10, refused),
-        ex("mx2.bounce.lab.test", 20, addr("127.0.0.11")),
-        verdict=(True, False, 20),
-    )
 
 
 def test_a_bouncing_profile_is_exit_2_with_each_profile_said() -> None:

@@ -90,7 +90,7 @@ def test_status_page_problems_first_healthy_collapsed_and_filter(
             dead = section("undeliverable.lab.test")
             assert dead.get_attribute("data-deliverable") == "0"
             assert dead.get_attribute("data-active-preference") == "-1"
-            assert page.locator('li.count[data-count="ok"]').inner_text() == "2 OK"
+            assert page.locator('li.count[data-count="ok"]').inner_text() == "2 ok"
             group = page.locator('details[data-group="healthy"]')
             assert group.get_attribute("open") is None
             healthy_line = page.locator('li.line[data-domain="healthy.lab.test"]')

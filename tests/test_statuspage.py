@@ -1,4 +1,5 @@
-"""The status page rendered from hand-built reports: order, collapse, filter, verdicts, escaping, size.
+"""The status page rendered from assessed reports (tests/builders.py): order, collapse, filter, verdicts,
+escaping, size.
 
 The HTML is parsed into a small tree with the standard library (mismatched tags fail the parse), so tests
 select on the same classes and data-* attributes a browser test would. One test renders the page in the Debian
@@ -9,29 +10,17 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import quote
 
 import pytest
 
-from mx_exporter.model import DnsStatus, DomainReport, Misconfiguration
+from mx_exporter.assess import Expectations
+from mx_exporter.model import DnsStatus, DomainReport, Misconfiguration, TlsFacts
 from mx_exporter.statuspage import FULL_LIMIT, MAX_QUERY, PageFilter, parse_filter, render_status_page
-from tests.test_report_text import (
-    FINISHED,
-    HOSTILE_CNAME,
-    HOSTILE_DETAIL,
-    HOSTILE_NAME,
-    dns_only,
-    fallback,
-    healthy,
-    hostile,
-    null_mx,
-    primary_down,
-    renamed,
-    undeliverable,
-    unresolvable_only,
-)
+from tests import builders
+from tests.builders import FINISHED, dns_only, fallback, healthy, undeliverable
 
 VOID = {"meta", "br", "img", "link", "input", "hr"}
 CNAME = frozenset({Misconfiguration.CNAME_TARGET})
@@ -131,13 +120,13 @@ HEALTHY_LINES = ["nullmx.lab.test", "healthy.lab.test", "fallback.lab.test"]
 def reports() -> list[DomainReport]:
     return [
         healthy(),
-        primary_down(),
+        builders.primary_down(),
         undeliverable(),
-        null_mx(),
+        builders.null_mx(),
         fallback(),
         dns_only(DnsStatus.SERVFAIL, "all nameservers failed")(),
         dns_only(DnsStatus.NXDOMAIN)(),
-        unresolvable_only(),
+        builders.unresolvable_only(),
         dns_only(DnsStatus.TIMEOUT)(),  # not watched (e.g. removed by a reload): not shown
     ]
 
@@ -202,7 +191,7 @@ def test_problems_first_in_full_then_waiting_and_healthy_collapsed(page: Node) -
     ]
     assert all("open" not in g.attrs for g in groups)  # collapsed until the operator opens them
     healthy_group = page.one("details", group="healthy")
-    assert healthy_group.one("summary").text() == "3 healthy: OK or null MX"
+    assert healthy_group.one("summary").text() == "3 healthy: ok or null MX"
     assert healthy_group.all("tr") == [] and healthy_group.all("section") == []  # one line each, no tables
     main = page.one("main").children
     assert [n.tag for n in main] == ["section"] * 6 + ["details"] * 2  # summary, 5 problems, 2 groups
@@ -213,17 +202,16 @@ def test_healthy_line_shows_state_verdict_flags_and_links_to_its_full_view(page:
     line = page.one("li", "line", domain="healthy.lab.test")
     assert line.attrs["data-state"] == "ok" and line.attrs["id"] == "domain-healthy.lab.test"
     assert line.one("a").attrs["href"] == "?q=healthy.lab.test"
-    assert [b.text() for b in line.all("span", "badge")] == ["OK"]
+    assert [b.text() for b in line.all("span", "badge")] == ["ok"]
     assert line.one("span", "verdict-text").text() == "DELIVERABLE, primary up (pref 10)"
     assert page.one("li", domain="nullmx.lab.test").one("span", "state").text() == "null MX"
     waiting = page.one("li", domain="new.lab.test")
     assert waiting.attrs["data-state"] == "waiting" and "waiting for first probe" in waiting.text()
-    cname = renamed(healthy(), "cname.lab.test")
-    flagged = replace(
-        cname,
-        tiers=(replace(cname.tiers[0], exchanges=(replace(cname.tiers[0].exchanges[0], problems=CNAME),)),),
-        verdict=replace(cname.verdict, expectations={"starttls": False, "min_tiers": True}),
+    # mx1 flagged as a CNAME; two tiers as expected, but ::1 and mx2 accept without STARTTLS
+    flagged = builders.renamed(
+        healthy(Expectations(min_tiers=2, starttls=True), problems=CNAME), "cname.lab.test"
     )
+    assert flagged.verdict.expectations == {"min_tiers": True, "starttls": False}
     root, _ = parse(render_status_page([flagged], watched=["cname.lab.test"], version="1", now=FINISHED))
     badges = root.one("li", domain="cname.lab.test").all("span", "flag")
     assert [b.text() for b in badges] == [
@@ -418,11 +406,14 @@ def test_address_rows(full_page: Node) -> None:
         "STARTTLS": "yes TLSv1.3, cert ok",
         "Detail": "",
     }
+    assert [td.text() for td in rows[1].all("td")][5:9] == ["220", "1.2 ms", "34.5 ms", "no"]
     assert [td.attrs.get("class") for td in rows[0].all("td")][:6] == ["num", None, None, None, None, "num"]
     tiers = section.all("tbody", "tier")
     assert [(t.attrs["data-preference"], t.attrs["data-up"]) for t in tiers] == [("10", "1"), ("20", "1")]
     down = full_page.one("section", domain="primary-down.lab.test").one("tr", outcome="connection_refused")
     assert "outcome-bad" in down.attrs["class"].split() and down.attrs["data-up"] == "0"
+    missing = {td.attrs["data-label"]: td.text() for td in down.all("td")}
+    assert [missing[h] for h in ("Code", "Connect", "Greeting", "STARTTLS")] == ["-", "-", "-", "-"]
     assert down.one("span", "detail").text() == "[Errno 111] Connection refused"
     assert (
         full_page.one("section", domain="primary-down.lab.test")
@@ -435,10 +426,10 @@ def test_address_rows(full_page: Node) -> None:
 def test_facts_flags_and_refresh_time(full_page: Node) -> None:
     healthy_text = full_page.one("section", domain="healthy.lab.test").one("ul", "facts").text()
     assert "TTL: 300 s" in healthy_text and "MX records: 2" in healthy_text and "tiers: 2" in healthy_text
-    assert "last refresh: 2023-11-14T22:13:20Z (42 s ago)" in healthy_text
+    assert "last refresh: 2026-01-01T00:00:00Z (42 s ago)" in healthy_text
     assert (
         full_page.one("section", domain="healthy.lab.test").one("time").attrs["datetime"]
-        == "2023-11-14T22:13:20Z"
+        == "2026-01-01T00:00:00Z"
     )
     assert "fallback to A/AAAA: yes" in full_page.one("section", domain="fallback.lab.test").text()
     assert "null MX: yes" in full_page.one("section", domain="nullmx.lab.test").text()
@@ -461,7 +452,7 @@ def test_clock_behind_the_probe_never_shows_negative_age() -> None:
 def test_hostile_names_details_and_filter_values_are_escaped() -> None:
     evil_domain = '"><script>alert(4)</script>'
     raw = render_status_page(
-        [hostile()],
+        [builders.hostile()],
         watched=["evil.test", evil_domain],
         version="<i>v1</i>",
         now=FINISHED,
@@ -474,16 +465,16 @@ def test_hostile_names_details_and_filter_values_are_escaped() -> None:
     assert root.all("script") == [] and root.all("img") == [] and root.all("i") == []
     section = root.one("section", domain="evil.test")  # degraded: a problem, shown in full
     assert (
-        section.one("tr", outcome="greeting_4xx").attrs["data-exchange"] == HOSTILE_NAME
+        section.one("tr", outcome="greeting_4xx").attrs["data-exchange"] == builders.HOSTILE_NAME
     )  # attribute round-trips
-    assert section.one("span", "cname").text() == f"CNAME to {HOSTILE_CNAME}"
+    assert section.one("span", "cname").text() == f"CNAME to {builders.HOSTILE_CNAME}"
     assert (
         section.one("tr", outcome="greeting_4xx")
         .one("span", "detail")
         .text()
         .startswith("\\x1b]0;pwned\\x07")
     )
-    assert HOSTILE_DETAIL not in root.text()
+    assert builders.HOSTILE_DETAIL not in root.text()
     waiting = root.one("li", "line", domain=evil_domain)  # the odd watched name is shown, inert
     assert waiting.one("a").text() == evil_domain and waiting.attrs["id"] == f"domain-{evil_domain}"
     assert waiting.one("a").attrs["href"] == "?q=" + quote(evil_domain, safe="")
@@ -492,12 +483,26 @@ def test_hostile_names_details_and_filter_values_are_escaped() -> None:
     assert root.one("span", "version").text() == "<i>v1</i>"
 
     evil_q = '"><script>alert(6)</script>'
-    raw = render_status_page([hostile()], watched=["evil.test"], version="1", now=FINISHED, q=evil_q)
+    raw = render_status_page([builders.hostile()], watched=["evil.test"], version="1", now=FINISHED, q=evil_q)
     assert "<script" not in raw
     root, _ = parse(raw)
     assert root.all("script") == []
     assert control(root.one("form"), "q").attrs["value"] == evil_q  # the typed value round-trips, inert
     assert root.one("p", "empty").text() == "No watched domain matches the filter."
+
+
+def test_a_hostile_tls_version_is_cleaned_and_escaped_in_the_starttls_cell() -> None:
+    tls = TlsFacts(True, "TLSv1.3\x1b[31m<i>", chain_valid=True, names=("mx.tls.lab.test",))
+    r = builders.report(
+        "tls.lab.test",
+        builders.ex("mx.tls.lab.test", 10, builders.addr("127.0.0.10", starttls_advertised=True, tls=tls)),
+    )
+    raw = render_status_page([r], watched=["tls.lab.test"], version="1", now=FINISHED, q="tls")
+    assert "<i>" not in raw and "\x1b" not in raw
+    assert "yes TLSv1.3\\x1b[31m&lt;i&gt;, cert ok</td>" in raw
+    root, _ = parse(raw)
+    cell = root.one("tr", address="127.0.0.10").one("td", label="STARTTLS")
+    assert cell.text() == "yes TLSv1.3\\x1b[31m<i>, cert ok"
 
 
 def test_empty_watch_list() -> None:
@@ -516,9 +521,9 @@ def test_ten_thousand_domains_stay_ordered_collapsed_and_bounded() -> None:
         ("ok", healthy),
         ("undeliverable", undeliverable),
         ("dns-failure", dns_only(DnsStatus.SERVFAIL, "all nameservers failed")),
-        ("degraded", primary_down),
+        ("degraded", builders.primary_down),
         ("waiting", None),
-        ("null-mx", null_mx),
+        ("null-mx", builders.null_mx),
         ("ok", healthy),
         ("ok", fallback),
         ("ok", healthy),
@@ -526,7 +531,9 @@ def test_ten_thousand_domains_stay_ordered_collapsed_and_bounded() -> None:
     ]
     names = [f"d{i:05d}.example.org" for i in range(10_000)]
     state_of = {name: kinds[i % 10][0] for i, name in enumerate(names)}
-    watched_reports = [renamed(b(), n) for i, n in enumerate(names) if (b := kinds[i % 10][1]) is not None]
+    watched_reports = [
+        builders.renamed(b(), n) for i, n in enumerate(names) if (b := kinds[i % 10][1]) is not None
+    ]
     raw = render_status_page(watched_reports, watched=names, version="1", now=FINISHED)
     assert len(raw) < 10_000 * 500  # a few hundred bytes per domain: not ten thousand address tables
     root, _ = parse(raw)
@@ -559,7 +566,7 @@ async def test_page_fits_a_phone_and_a_laptop() -> None:
     from playwright.async_api import async_playwright
 
     html = render_status_page(
-        [*reports(), hostile()], watched=[*WATCHED, "evil.test"], version="1", now=FINISHED
+        [*reports(), builders.hostile()], watched=[*WATCHED, "evil.test"], version="1", now=FINISHED
     )
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=chromium)

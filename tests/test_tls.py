@@ -33,10 +33,10 @@ from mx_exporter.tls import (
     name_matches,
     peer_chain,
 )
+from tests.builders import domain, res
 from tests.lab import plan
 from tests.lab.smtp_peers import TLS_NAME, SmtpLab
 from tests.lab.smtp_sessions import EHLO, T, assert_polite, commands, policy, probe_lab, scripted_peer, target
-from tests.test_assess import domain, res
 
 UTC = datetime.UTC
 NOW = datetime.datetime.now(UTC)

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mx_exporter.assess import build_report
 from mx_exporter.web import DomainExposition
-from tests.test_assess import TWO_UP
+from tests.builders import TWO_UP
 
 
 @dataclass

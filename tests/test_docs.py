@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from scripts.update_readme_table import render
@@ -56,3 +57,17 @@ def test_no_reference_leads_outside_the_repository() -> None:
         in path.read_text(encoding="utf-8")  # spelled apart, so this file does not cite it
     ]
     assert cited == []
+
+
+def test_every_cited_section_of_the_architecture_doc_exists() -> None:
+    doc = (ROOT / "docs/architecture.md").read_text()
+    sections = set(re.findall(r"^## (.+)$", doc, flags=re.MULTILINE))
+    cited = {
+        (str(path.relative_to(ROOT)), section)
+        for pattern in ("mx_exporter/*.py", "tests/**/*.py", "bench/*.py", "scripts/*.py", "README.md")
+        for path in ROOT.glob(pattern)
+        if path != Path(__file__).resolve()  # this file's patterns are no citations
+        for section in re.findall(r'architecture\.md[,:]? *"([^"]+)"', path.read_text(encoding="utf-8"))
+    }
+    assert cited, "nothing cites docs/architecture.md any more: this test has lost its subject"
+    assert [c for c in sorted(cited) if c[1] not in sections] == []

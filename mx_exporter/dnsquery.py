@@ -42,6 +42,7 @@ from mx_exporter.dnswire import (
     encode_question,
     parse_message,
 )
+from mx_exporter.text import count
 
 MAX_ATTEMPT_TIMEOUT = 2.0  # seconds one attempt waits for its answer (as dnspython's Resolver.timeout)
 _RCODES = {
@@ -257,7 +258,7 @@ class DnsClient:
 
 def _summary(errors: list[str], silent: int) -> str:
     """What the servers did: "127.0.0.1:53 answered REFUSED; 2 attempts got no answer in time"."""
-    lost = [f"{silent} attempt{'s' if silent != 1 else ''} got no answer in time"] if silent else []
+    lost = [f"{count(silent, 'attempt')} got no answer in time"] if silent else []
     return "; ".join(errors + lost)
 
 

@@ -105,13 +105,14 @@ def split_host_port(text: str, default_port: int | None = None, lowest_port: int
         host, sep, rest = text[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
             raise ValueError("expected [ipv6] or [ipv6]:port")
-        if not _is_ipv6(host):
-            raise ValueError(f"brackets are only for IPv6 addresses, not {host!r}")
-        host = str(ipaddress.IPv6Address(host))  # one spelling: [2001:DB8:0::1] is 2001:db8::1
+        try:
+            host = str(ipaddress.IPv6Address(host))  # one spelling: [2001:DB8:0::1] is 2001:db8::1
+        except ValueError:
+            raise ValueError(f"brackets are only for IPv6 addresses, not {host!r}") from None
         port_text = rest[1:] if rest else None
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
-    elif ":" in text and (default_port is None or not _is_ipv6(text)):
+    elif ":" in text and (default_port is None or not _is_ip(text)):  # two colons or more: IPv6 or nothing
         raise ValueError("write an IPv6 address in brackets, [2001:db8::1]:25")
     else:
         host, port_text = text, None
@@ -124,14 +125,6 @@ def split_host_port(text: str, default_port: int | None = None, lowest_port: int
     if not (port_text.isascii() and port_text.isdigit()) or not lowest_port <= int(port_text) <= 65535:
         raise ValueError(f"port must be a number from {lowest_port} to 65535")
     return host, int(port_text)
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def parse_nameserver(text: str) -> tuple[str, int]:
@@ -189,7 +182,7 @@ def normalize_name(name: str) -> str:
 def check_ehlo_name(value: str) -> str:
     """The name sent in EHLO/HELO: a fully qualified domain name (RFC 5321 §4.1.1.1), never localhost; returned
     in its IDNA ASCII form, so what the settings accept is what goes on the wire."""
-    name = value.strip().rstrip(".").lower()
+    name = normalize_name(value)
     if not name or name == "localhost" or name.startswith("localhost.") or "." not in name:
         raise ValueError(f"{value!r} is not a fully qualified domain name (and localhost is refused)")
     return normalize_domain(name)

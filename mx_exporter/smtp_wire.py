@@ -32,9 +32,8 @@ class SmtpPolicy:
     ehlo_timeout: float = 10.0  # each of EHLO, HELO, STARTTLS and the TLS handshake
     session_timeout: float = 30.0  # overall deadline for the whole session, on top of the phases
     quit_timeout: float = 2.0  # short wait for 221; QUIT is courtesy, never changes the outcome
-    max_line_length: int = (
-        2048  # bound on one reply line (RFC 5321 §4.5.3.1.5 allows 512); longer: protocol_error
-    )
+    # Bound on one reply line (RFC 5321 §4.5.3.1.5 allows 512); a longer one is a protocol_error.
+    max_line_length: int = 2048
     starttls: bool = True  # try STARTTLS when advertised, for TLS and certificate facts (never the outcome)
     tls_ca_file: str | None = None  # PEM bundle of trusted roots; None: the system store
 
@@ -96,9 +95,8 @@ class ProbeProtocol(SMTPProtocol):
         self._partial = bytearray()
         self.bytes_received = 0
         self.overlong = False
-        self.last_code: int | None = (
-            None  # code of the last whole reply; None while one is awaited or after a bad one
-        )
+        # The code of the last whole reply; None while one is awaited, or after a read that failed.
+        self.last_code: int | None = None
 
     def data_received(self, data: bytes) -> None:
         if self.overlong:

@@ -254,9 +254,8 @@ def page_state(report: DomainReport | None) -> str:
 
 def _line_flags(report: DomainReport) -> str:
     """The MX set's misconfigurations and unmet expectations, as small badges: an OK line can still carry them."""
-    found = (
-        report.verdict.misconfigurations
-    )  # the resolution's and every exchange's, as assessment found them
+    # The resolution's and every exchange's, as assessment found them.
+    found = report.verdict.misconfigurations
     failed = unmet_expectations(report.verdict)
     if not found and not failed:
         return ""
